@@ -253,9 +253,10 @@ static int rehash(struct hmap *m, size_t cap)
 }
 
 /* Make room for one more LIVE entry in a slot that is now EMPTY, keeping
- * invariant 2; *rehashed tells whether the slots were rebuilt. Sized for `live + 1` at most half full, so after a rehash a
- * long run of puts follows before the next one; a table full of tombstones is
- * rebuilt at the same size instead of growing. */
+ * invariant 2; *rehashed tells whether the slots were rebuilt. The new size
+ * leaves `live + 1` at most half full, so a long run of puts follows before
+ * the next rehash; a table clogged with tombstones is rebuilt at the same (or
+ * a smaller) size instead of growing. */
 static int make_room(struct hmap *m, bool *rehashed)
 {
     *rehashed = false;
@@ -275,7 +276,7 @@ static int make_room(struct hmap *m, bool *rehashed)
 int hmap_put(struct hmap *m, const void *key, size_t klen, void *val, void **old)
 {
     uint64_t h = hash_bytes(key, klen);
-    size_t at;
+    size_t at = 0; /* set by find() whenever the key is absent */
     size_t i = find(m, h, key, klen, &at);
     if (i < m->cap) {
         if (old)

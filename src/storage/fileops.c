@@ -159,7 +159,7 @@ static int px_sync_dir(void *ctx, const char *path)
 }
 
 static int px_list_dir(void *ctx, const char *path, int (*cb)(void *arg, const char *name),
-                          void *arg)
+                       void *arg)
 {
     int fd = open_dir(path), r = 0;
     DIR *dir;

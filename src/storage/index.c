@@ -55,9 +55,9 @@
 
 #define INDEX_MAGIC 0x58495943u
 #define INDEX_VERSION 1
-#define INDEX_NAME_LEN 20          /* 16 hex digits + ".idx" */
+#define INDEX_NAME_LEN 20            /* 16 hex digits + ".idx" */
 #define INDEX_SCAN_CHUNK (64 * 1024) /* bytes read at a time by load and drop_before */
-#define INDEX_BLOCK 4096           /* read cache block, aligned in the file */
+#define INDEX_BLOCK 4096             /* read cache block, aligned in the file */
 #define INDEX_REWRITE_MIN (64 * 1024)
 
 struct index {
@@ -97,13 +97,16 @@ struct index_set {
 
 /* --- names ---------------------------------------------------------------- */
 
-static void id_key(uint64_t id, uint8_t key[8]) { le_put64(key, id); }
+static void id_key(uint64_t id, uint8_t key[8])
+{
+    le_put64(key, id);
+}
 
 /* Writes "<dir>/<id>.idx" (plus ".tmp" if tmp) into out, which has room. */
 static const char *make_path(const struct index_set *set, char *out, uint64_t id, bool tmp)
 {
-    snprintf(out, set->dir_len + 1 + INDEX_NAME_LEN + 5, "%s/%016" PRIx64 ".idx%s", set->dir,
-             id, tmp ? ".tmp" : "");
+    snprintf(out, set->dir_len + 1 + INDEX_NAME_LEN + 5, "%s/%016" PRIx64 ".idx%s", set->dir, id,
+             tmp ? ".tmp" : "");
     return out;
 }
 
@@ -645,9 +648,18 @@ int index_set_list(struct index_set *set, int (*cb)(void *arg, uint64_t id), voi
     return rc;
 }
 
-uint64_t index_id(const struct index *ix) { return ix->id; }
-uint64_t index_base(const struct index *ix) { return ix->base; }
-uint64_t index_next(const struct index *ix) { return ix->next; }
+uint64_t index_id(const struct index *ix)
+{
+    return ix->id;
+}
+uint64_t index_base(const struct index *ix)
+{
+    return ix->base;
+}
+uint64_t index_next(const struct index *ix)
+{
+    return ix->next;
+}
 
 /* --- appending and reading ------------------------------------------------ */
 
@@ -770,8 +782,8 @@ static int rewrite(struct index *ix, uint64_t offset)
         uint64_t n = ix->next - at;
         if (n > INDEX_SCAN_CHUNK / INDEX_ENTRY_SIZE)
             n = INDEX_SCAN_CHUNK / INDEX_ENTRY_SIZE;
-        ssize_t got = fo_read_full(fo, ix->fd, chunk, (size_t)n * INDEX_ENTRY_SIZE,
-                                   entry_file_off(ix, at));
+        ssize_t got =
+            fo_read_full(fo, ix->fd, chunk, (size_t)n * INDEX_ENTRY_SIZE, entry_file_off(ix, at));
         if (got < 0) {
             rc = (int)got;
             break;

@@ -234,6 +234,12 @@ static int cmp_pos_asc(const void *a, const void *b)
 
 static int cmp_pos_desc(const void *a, const void *b) { return cmp_pos_asc(b, a); }
 
+static void sort_pos(uint64_t *pos, size_t n, int (*cmp)(const void *, const void *))
+{
+    if (n > 1) /* qsort's base must not be NULL, even for no elements */
+        qsort(pos, n, sizeof *pos, cmp);
+}
+
 /* List dir into *s. 0, -ENOENT (no directory), CY_ENOMEM or -errno. */
 static int scan_dir(const struct fileops *fo, const char *dir, struct scan *s)
 {
@@ -336,7 +342,7 @@ static void retain(const struct fileops *fo, const char *dir, uint64_t kept)
         try_unlink(fo, dir, s.tmps[i], SNAP_TMP_SUFFIX);
         removed = 1;
     }
-    qsort(s.snaps, s.n_snaps, sizeof *s.snaps, cmp_pos_desc);
+    sort_pos(s.snaps, s.n_snaps, cmp_pos_desc);
     int older_kept = 0;
     for (size_t i = 0; i < s.n_snaps; i++) {
         uint64_t pos = s.snaps[i];
@@ -426,7 +432,7 @@ int snapshot_load_newest(const struct fileops *fo, const char *dir, uint64_t max
         return CY_ENOTFOUND;
     if (rc < 0)
         return rc;
-    qsort(s.snaps, s.n_snaps, sizeof *s.snaps, cmp_pos_desc);
+    sort_pos(s.snaps, s.n_snaps, cmp_pos_desc);
 
     /* A file that cannot be read (as opposed to one that reads as damaged)
      * is skipped too, but if nothing valid is found its error is returned
@@ -496,7 +502,7 @@ int snapshot_list(const struct fileops *fo, const char *dir, uint64_t *positions
         return 0;
     if (rc < 0)
         return rc;
-    qsort(s.snaps, s.n_snaps, sizeof *s.snaps, cmp_pos_asc);
+    sort_pos(s.snaps, s.n_snaps, cmp_pos_asc);
     size_t n = s.n_snaps < (size_t)max ? s.n_snaps : (size_t)max;
     if (n)
         memcpy(positions, s.snaps, n * sizeof *positions);

@@ -91,6 +91,14 @@ static int part_get(struct store *s, uint64_t id, uint64_t base, struct part **o
     p->id = id;
     p->first_at = UINT64_MAX;
     int rc = index_get(s->ixs, id, base, &p->ix);
+    if (rc == CY_ECORRUPT) {
+        /* Derived data: start it again; recovery refills it from the journal. */
+        log_warn("store %s: index of partition %016" PRIx64 " is damaged; rebuilding it", s->dir,
+                 id);
+        rc = index_remove(s->ixs, id);
+        if (!rc)
+            rc = index_get(s->ixs, id, base, &p->ix);
+    }
     if (!rc)
         rc = hmap_put(s->parts, &id, sizeof id, p, NULL);
     if (rc) {

@@ -84,8 +84,8 @@ fail_nomem:
 
 static int replay_file(const char *path)
 {
-    uint8_t *data;
-    size_t size;
+    uint8_t *data = NULL;
+    size_t size = 0;
     int rc = read_file(path, &data, &size);
     if (rc) {
         fprintf(stderr, "replay: cannot read %s: %s\n", path, strerror(-rc));

@@ -1,9 +1,10 @@
 /* test_faultfs.c — the crash model and fault schedule of tests/support/faultfs. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the four above, as cmocka requires */
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,9 +1,10 @@
 /* test_fileops.c — fileops_posix and the fo_* helpers against a temp directory. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the four above, as cmocka requires */
 
 #include <errno.h>
 #include <fcntl.h>

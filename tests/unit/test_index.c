@@ -534,19 +534,34 @@ static void test_truncate(void **state)
     check_entry(ix, base + 97);
     append_range(ix, base + 98, base + 100);
 
-    check_entry(ix, base + 60); /* fill the read cache past the cut */
+    check_entry(ix, base + 60);                         /* fill the read cache past the cut */
     assert_int_equal(index_truncate(ix, base + 50), 0); /* inside the file */
     assert_int_equal(index_next(ix), base + 50);
     assert_int_equal(index_lookup(ix, base + 60, &e), CY_ERANGE);
     assert_int_equal(file_size(idx_path(dir, id)), 64 + 50 * 32);
     /* Appending after the cut checks order against the new last entry. */
+    struct index_entry back = entry_for(base + 49);
+    back.pos--;
+    assert_int_equal(index_append(ix, base + 50, &back), CY_EINVAL);
     struct index_entry other = entry_for(base + 50);
     other.pos += 1;
     assert_int_equal(index_append(ix, base + 50, &other), 0);
     assert_int_equal(index_lookup(ix, base + 50, &e), 0);
     assert_entry_eq(&e, &other);
     assert_int_equal(index_truncate(ix, base + 50), 0);
+    /* New entries at the cut offsets, written to the file: the read cache
+     * (filled above from the old file) must not answer with the old ones. */
+    for (uint64_t o = base + 50; o < base + 80; o++) {
+        struct index_entry n = entry_for(o);
+        n.len += 1000;
+        assert_int_equal(index_append(ix, o, &n), 0);
+    }
+    assert_int_equal(index_set_flush(set), 0);
+    assert_int_equal(index_lookup(ix, base + 60, &e), 0);
+    assert_int_equal(e.len, entry_for(base + 60).len + 1000);
+    assert_int_equal(index_truncate(ix, base + 50), 0);
     append_range(ix, base + 50, base + 80);
+    assert_int_equal(index_set_flush(set), 0);
     check_entry(ix, base + 60);
     index_set_close(set);
     assert_int_equal(reload_next(dir, id), base + 80);
