@@ -44,7 +44,9 @@ int buf_reserve(struct buf *b, size_t extra)
 
 uint8_t *buf_extend(struct buf *b, size_t n)
 {
-    if (buf_reserve(b, n))
+    /* Reserve at least one byte so data is never NULL: the result of an empty
+     * extend is a valid pointer, and NULL always means an error. */
+    if (buf_reserve(b, n ? n : 1))
         return NULL;
     uint8_t *p = b->data + b->len;
     b->len += n;
@@ -98,6 +100,8 @@ const uint8_t *rd_bytes(struct reader *r, size_t n)
         r->err = CY_ECORRUPT;
         return NULL;
     }
+    if (!r->p) /* an empty reader over NULL: zero bytes at a valid address */
+        return (const uint8_t *)"";
     const uint8_t *p = r->p + r->pos;
     r->pos += n;
     return p;

@@ -19,6 +19,8 @@ const char *cy_strerror(int code)
     case CY_ERANGE: return "offset or position is outside the stored range";
     default: break;
     }
+    if (code <= -1000 && code >= -1999)
+        return "unknown error";
     if (code < 0 && code > -4096)
         return strerror(-code); /* glibc: static table, thread-safe for valid codes */
     return "unknown error";

@@ -40,7 +40,9 @@ int hmap_del(struct hmap *m, const void *key, size_t klen, void **old);
 
 /* Iteration in table order: start with it = 0; each call returns true and
  * sets key/klen/val (key owned by the table, valid until it changes) or false
- * at the end. Deleting the current item during iteration is allowed. */
+ * at the end. Deleting the current item during iteration is allowed (copy its
+ * key first: deletion frees it); inserting during iteration is not (a rehash
+ * may skip or repeat items). hmap_get cannot tell a stored NULL from absence. */
 bool hmap_next(const struct hmap *m, size_t *it, const void **key, size_t *klen, void **val);
 
 #endif
