@@ -315,6 +315,13 @@ static const char *fs_name(const char *path)
     }
 }
 
+/* dir/name into buf; CY_ETOOBIG when it does not fit. */
+static int join_path(char *buf, size_t len, const char *dir, const char *name)
+{
+    int n = snprintf(buf, len, "%s/%s", dir, name);
+    return n < 0 || (size_t)n >= len ? CY_ETOOBIG : 0;
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -412,8 +419,9 @@ static int small_sync_samples(int fd, const uint8_t *buf, unsigned n, uint64_t o
 static int raw_measure(const struct options *o, const char *dir, struct raw_result *r)
 {
     char path[4096], path2[4096];
-    snprintf(path, sizeof path, "%s/raw-written.dat", dir);
-    snprintf(path2, sizeof path2, "%s/raw-fallocated.dat", dir);
+    if (join_path(path, sizeof path, dir, "raw-written.dat") ||
+        join_path(path2, sizeof path2, dir, "raw-fallocated.dat"))
+        return CY_ETOOBIG;
     uint8_t *buf = aligned_alloc(4096, MIB);
     int fd = -1, fd2 = -1, rc = 0;
     if (!buf)
@@ -595,9 +603,11 @@ static void cpu_snapshot(double *cpu_s, uint64_t *csw)
 static int run_case(const struct options *o, const char *root, unsigned index,
                     struct bench_case *c, struct case_result *res)
 {
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/case-%u", root, index);
+    char dir[4096], name[32];
     memset(res, 0, sizeof *res);
+    snprintf(name, sizeof name, "case-%u", index);
+    if (join_path(dir, sizeof dir, root, name))
+        return CY_ETOOBIG;
 
     struct journal_file_config cfg = {.dir = dir, .fsync = c->pol.policy,
                                       .fsync_interval_ms = c->pol.interval_ms};
@@ -866,8 +876,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     char root[4096];
-    snprintf(root, sizeof root, "%s/coyote-bench-XXXXXX", o.dir);
-    if (!mkdtemp(root)) {
+    if (join_path(root, sizeof root, o.dir, "coyote-bench-XXXXXX") || !mkdtemp(root)) {
         fprintf(stderr, "bench_journal: cannot create a directory in %s: %s\n", o.dir,
                 strerror(errno));
         return 1;
@@ -908,8 +917,11 @@ int main(int argc, char **argv)
                 c->size = o.sizes[s];
                 c->appenders = o.threads[t];
                 c->wait = c->pol.policy != JOURNAL_FSYNC_NEVER;
-                if (run_case(&o, root, n, c, &res[n]) != 0)
+                int crc = run_case(&o, root, n, c, &res[n]);
+                if (crc) {
+                    res[n].err = crc;
                     status = 1;
+                }
                 if (res[n].sample_bytes > max_samples)
                     max_samples = res[n].sample_bytes;
                 print_case(&o, c, &res[n]);

@@ -1044,7 +1044,8 @@ int journal_file_open(const struct journal_file_config *cfg, struct journal **ou
         rc = jf->fo->list_dir(jf->fo->ctx, jf->dir, list_cb, &l);
     if (rc)
         goto fail;
-    qsort(l.bases, l.n, sizeof *l.bases, cmp_u64);
+    if (l.n)
+        qsort(l.bases, l.n, sizeof *l.bases, cmp_u64);
 
     uint64_t hint;
     rc = open_segments(jf, &l, &hint);
