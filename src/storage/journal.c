@@ -113,7 +113,16 @@ void journal_segment_name(uint64_t base, char *buf, size_t len)
  * sync proved durable; it has its own checksum because it changes. */
 int journal_segment_header_decode(const uint8_t *p, size_t n, struct journal_segment_header *h)
 {
-    if (n < JOURNAL_SEGMENT_HEADER || le_get32(p) != JOURNAL_SEGMENT_MAGIC)
+    if (n < JOURNAL_SEGMENT_HEADER)
+        return CY_EFORMAT;
+    /* A header that never reached the disk (a preallocated file whose first
+     * block was not written) is damage, not a foreign format. */
+    bool zero = true;
+    for (size_t i = 0; i < JOURNAL_SEGMENT_HEADER && zero; i++)
+        zero = p[i] == 0;
+    if (zero)
+        return CY_ECORRUPT;
+    if (le_get32(p) != JOURNAL_SEGMENT_MAGIC)
         return CY_EFORMAT;
     if (le_get16(p + 4) != JOURNAL_FORMAT_VERSION || le_get16(p + 6) != JOURNAL_SEGMENT_HEADER)
         return CY_EFORMAT;

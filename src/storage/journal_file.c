@@ -308,8 +308,8 @@ static int jf_appendv(struct journal *j, uint8_t type, uint64_t ts, const struct
         *pos_out = pos;
     if (end_out)
         *end_out = jf->written;
-    if (jf->policy == JOURNAL_FSYNC_ALWAYS)
-        pthread_cond_signal(&jf->work);
+    if (jf->policy != JOURNAL_FSYNC_NEVER)
+        pthread_cond_signal(&jf->work); /* interval: starts the timed wait */
 out:
     pthread_mutex_unlock(&jf->mu);
     return rc;
@@ -921,7 +921,7 @@ static int recover_tail(struct jfile *jf, uint64_t from, uint64_t hint)
             continue;
         }
         /* The data ends at pos, inside segment i. */
-        if (!last || why) {
+        if (!last || why || pos < hint) {
             if (pos < hint) {
                 rc = corrupt_at(jf, s, pos, why ? why : "missing");
                 log_error("journal %s: position %" PRIu64 " was durable; refusing to discard "
@@ -932,13 +932,17 @@ static int recover_tail(struct jfile *jf, uint64_t from, uint64_t hint)
             log_warn("journal %s: torn tail at position %" PRIu64 " (%s): cut there; the bytes "
                      "after it were never acknowledged",
                      jf->dir, pos, why ? why : "segment ends early");
-            rc = cut_segment(jf, (size_t)i, pos);
-            if (!rc)
-                rc = drop_segments_from(jf, (size_t)i + 1);
+            rc = drop_segments_from(jf, (size_t)i + 1);
             jf->dir_dirty = true;
             if (rc)
                 goto out;
         }
+        /* Always cut the last segment at the end of its data: bytes after a
+         * clean end (stale sectors of an abandoned tail) must never come back
+         * as valid records once new appends reach their position. */
+        rc = cut_segment(jf, (size_t)i, pos);
+        if (rc)
+            goto out;
         s = &jf->segs[i];
         s->end = pos;
         jf->written = pos;

@@ -59,6 +59,7 @@ struct store {
     size_t locs_cap;
     uint64_t ckpt_interval_ms, ckpt_bytes;
     uint64_t ckpt_pos, ckpt_mono_ms;
+    int err; /* sticky: indexing failed after a journal append (restart rebuilds) */
     struct store_stats stats;
 };
 
@@ -139,6 +140,8 @@ int store_append(struct store *s, uint8_t type, uint64_t ts, const void *body, u
 {
     if (type == JREC_PUBLISH)
         return CY_EINVAL;
+    if (s->err)
+        return CY_EREADONLY;
     return journal_append(s->j, type, ts, body, len, NULL, end);
 }
 
@@ -147,6 +150,8 @@ int store_publish(struct store *s, uint64_t ts, const struct msgrec_part *parts,
 {
     if (nparts > STORE_MAX_PUBLISH_PARTS)
         return CY_EINVAL;
+    if (s->err)
+        return CY_EREADONLY;
     size_t nmsgs = 0;
     struct part *pp[STORE_MAX_PUBLISH_PARTS];
     for (size_t i = 0; i < nparts; i++) {
@@ -189,9 +194,14 @@ int store_publish(struct store *s, uint64_t ts, const struct msgrec_part *parts,
             };
             rc = index_append(pp[i]->ix, parts[i].first_offset + k, &e);
             if (rc) {
-                log_error("store %s: indexing partition %016" PRIx64 " failed: %s", s->dir,
-                          parts[i].part_id, cy_strerror(rc));
-                return rc;
+                /* The record is in the journal but the offsets are not in the
+                 * index: refuse further writes rather than reuse offsets. A
+                 * restart re-indexes from the journal. */
+                log_error("store %s: indexing partition %016" PRIx64
+                          " failed: %s; the store is read-only until restarted",
+                          s->dir, parts[i].part_id, cy_strerror(rc));
+                s->err = rc;
+                return CY_EREADONLY;
             }
         }
     }
@@ -298,6 +308,8 @@ static int encode_store_section(struct store *s, struct buf *out)
 
 int store_checkpoint(struct store *s)
 {
+    if (s->err)
+        return CY_EREADONLY;
     int rc = journal_error(s->j);
     if (rc)
         return rc;
@@ -427,8 +439,10 @@ static int load_store_section(struct store *s, const uint8_t *data, size_t len)
             return rc;
         p->trusted_next = next;
         p->replay_next = next;
+        /* A base above the checkpoint's is retention's rewrite (dropped on
+         * purpose); only a shorter index needs the journal. */
         uint64_t have = index_next(p->ix);
-        if (have < next || index_base(p->ix) > base) {
+        if (have < next) {
             log_warn("store %s: index of partition %016" PRIx64 " holds offsets up to %" PRIu64
                      " but the checkpoint says %" PRIu64 "; rebuilding it from the journal",
                      s->dir, id, have, next);
@@ -735,6 +749,10 @@ int store_open(const struct store_config *cfg, const struct store_client *client
         goto fail;
     struct index_set_config ic = {.fo = s->fo, .dir = idir, .max_open_files = cfg->index_max_open};
     rc = index_set_open(&ic, &s->ixs);
+    if (rc)
+        goto fail;
+    /* The subdirectories' names must be durable before anything in them is. */
+    rc = s->fo->sync_dir(s->fo->ctx, s->dir);
     if (rc)
         goto fail;
     rc = recover(s);

@@ -191,6 +191,11 @@ static void test_fsync_policies(void **state)
     reopen(f);
     append_n(f, 20, 20, NULL);
     assert_int_equal(journal_wait_durable(f->j, journal_end(f->j), 5000), 0);
+    /* ... and keeps doing so when the thread was idle before the append. */
+    usleep(100 * 1000);
+    append_n(f, 40, 1, NULL);
+    usleep(300 * 1000);
+    assert_int_equal(journal_durable(f->j), journal_end(f->j));
 }
 
 /* Find the file of the last segment. */
@@ -284,6 +289,26 @@ static void test_corruption_in_sealed_segment_stops_scan(void **state)
     assert_int_equal(journal_scan(f->j, 0, UINT64_MAX, check_cb, &c), CY_ECORRUPT);
     log_set_level(CYLOG_INFO);
     assert_int_equal(c.next, victim); /* nothing at or past the damage was served */
+}
+
+static void test_zeros_before_hint_are_corruption(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.segment_bytes = 1 << 20;
+    reopen(f);
+    uint64_t pos[40];
+    append_n(f, 0, 40, pos);
+    char path[4096];
+    last_segment_path(f, path, sizeof path);
+    assert_int_equal(journal_close(f->j), 0); /* a clean close: the hint is the end */
+    f->j = NULL;
+    /* The last records vanish (zeros): a clean-looking end, but before the
+     * durable hint — acknowledged data is missing. */
+    uint8_t zeros[4096] = {0};
+    poke(path, (off_t)(JOURNAL_SEGMENT_HEADER + pos[35]), zeros, sizeof zeros);
+    log_set_level(CYLOG_OFF);
+    assert_int_equal(journal_file_open(&f->cfg, &f->j), CY_ECORRUPT);
+    log_set_level(CYLOG_INFO);
 }
 
 static void test_delete_before(void **state)
@@ -417,6 +442,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corruption_in_sealed_segment_stops_scan, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_delete_before, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zeros_before_hint_are_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_appenders, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,8 +11,8 @@
  *     anything else).
  * Crashes are simulated by faultfs (tests/support/faultfs.h): unsynced writes
  * are dropped (CRASH_DROP) or torn sector by sector (CRASH_GARBLE), and names
- * not covered by a directory sync vanish. Also: fsync failure, ENOSPC and
- * short writes put the journal in its sticky read-only state.
+ * not covered by a directory sync vanish. Also: fsync failure and ENOSPC put
+ * the journal in its sticky read-only state; short writes are completed.
  */
 #include <errno.h>
 #include <setjmp.h>
