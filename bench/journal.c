@@ -58,6 +58,9 @@
 #define RAW_SMALL_WRITE 4096u
 #define WORKER_STACK (256u * 1024u)
 #define MAX_LIST 8
+/* A wait for durability this long means the journal stopped syncing: the case
+ * fails with -ETIMEDOUT instead of hanging the benchmark. */
+#define STUCK_WAIT_MS 5000
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -568,7 +571,7 @@ static void *worker_main(void *arg)
                                 &end);
         pthread_mutex_unlock(&c->append_mu);
         if (!rc && c->wait)
-            rc = journal_wait_durable(c->j, end, -1);
+            rc = journal_wait_durable(c->j, end, STUCK_WAIT_MS);
         if (rc) {
             w->err = rc;
             break;
@@ -772,9 +775,15 @@ static void print_table_header(void)
 static void print_case(const struct options *o, const struct bench_case *c,
                        const struct case_result *r)
 {
-    if (r->err) {
+    if (r->err == -ETIMEDOUT) {
+        say("%-12s %5" PRIu32 "B %5u   FAILED: journal_wait_durable timed out: durable did not "
+            "advance for %d ms (the journal stopped syncing)\n",
+            c->pol.name, c->size, c->appenders, STUCK_WAIT_MS);
+    } else if (r->err) {
         say("%-12s %5" PRIu32 "B %5u   FAILED: %s\n", c->pol.name, c->size, c->appenders,
             cy_strerror(r->err));
+    }
+    if (r->err) {
         if (o->json)
             printf("{\"case\":\"journal\",\"policy\":\"%s\",\"record_bytes\":%" PRIu32
                    ",\"appenders\":%u,\"error\":\"%s\"}\n",

@@ -183,6 +183,10 @@ struct journal_file_config {
     uint32_t fsync_interval_ms; /* for JOURNAL_FSYNC_INTERVAL */
     bool no_preallocate;        /* default: fallocate whole segments at creation */
     unsigned max_open_segments; /* read descriptors kept open; 0: 8 */
+    /* A position known to be durable from elsewhere (the newest checkpoint's
+     * covered position): recovery treats damage before it as corruption, like
+     * damage before the durable hint. 0: none. */
+    uint64_t durable_floor;
     /* Called from the group-commit thread each time the durable position
      * advances, and once when the journal enters its error state (with the
      * unchanged durable position). Must be quick and thread-safe (e.g. write

@@ -86,6 +86,7 @@ struct jfile {
     uint64_t sync_req; /* journal_sync asked for durability up to here */
     uint64_t last_ts;
     uint64_t hint_on_active; /* hint last written into the active header */
+    uint64_t durable_floor;  /* from the newest checkpoint (config) */
     int err;
     bool dir_dirty;
     unsigned open_fds;
@@ -955,7 +956,7 @@ out:
 
 static int open_segments(struct jfile *jf, struct listing *l, uint64_t *hint)
 {
-    *hint = 0;
+    *hint = jf->durable_floor;
     for (size_t k = 0; k < l->n; k++) {
         char path[4096];
         seg_path(jf, l->bases[k], path, sizeof path);
@@ -1033,6 +1034,7 @@ int journal_file_open(const struct journal_file_config *cfg, struct journal **ou
     jf->max_open = cfg->max_open_segments ? cfg->max_open_segments : 8;
     jf->on_durable = cfg->on_durable;
     jf->on_durable_arg = cfg->on_durable_arg;
+    jf->durable_floor = cfg->durable_floor;
     pthread_mutex_init(&jf->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -60,6 +60,7 @@ struct store {
     uint64_t ckpt_interval_ms, ckpt_bytes;
     uint64_t ckpt_pos, ckpt_mono_ms;
     int err; /* sticky: indexing failed after a journal append (restart rebuilds) */
+    uint64_t last_publish_pos;
     struct store_stats stats;
 };
 
@@ -182,6 +183,7 @@ int store_publish(struct store *s, uint64_t ts, const struct msgrec_part *parts,
     int rc = journal_append(s->j, JREC_PUBLISH, ts, s->enc.data, (uint32_t)s->enc.len, &pos, end);
     if (rc)
         return rc;
+    s->last_publish_pos = pos;
     const struct msgrec_loc *loc = s->locs;
     for (size_t i = 0; i < nparts; i++) {
         for (uint32_t k = 0; k < parts[i].count; k++, loc++) {
@@ -206,6 +208,13 @@ int store_publish(struct store *s, uint64_t ts, const struct msgrec_part *parts,
         }
     }
     return 0;
+}
+
+void store_last_publish(struct store *s, const uint8_t **body, size_t *len, uint64_t *pos)
+{
+    *body = s->enc.data;
+    *len = s->enc.len;
+    *pos = s->last_publish_pos;
 }
 
 int store_part_next(struct store *s, uint64_t part_id, uint64_t *next)
@@ -267,21 +276,25 @@ int store_read_msg(struct store *s, uint64_t part_id, uint64_t offset, struct bu
     rc = index_lookup(p->ix, offset, &e);
     if (rc)
         return rc;
-    buf_reset(out);
+    size_t at = out->len;
     uint8_t *d = buf_extend(out, e.len);
-    if (!d && e.len)
+    if (!d)
         return CY_ENOMEM;
     rc = journal_read_raw(s->j, e.pos, d, e.len);
+    if (!rc && crc32c(0, d, e.len) != e.msg_crc)
+        rc = CY_ECORRUPT;
+    if (rc)
+        out->len = at;
     if (rc == CY_ERANGE)
         return CY_ERANGE; /* the segment went away under retention */
-    if (rc)
-        return rc;
-    if (crc32c(0, d, e.len) != e.msg_crc) {
+    if (rc == CY_ECORRUPT) {
         log_error("store %s: partition %016" PRIx64 " offset %" PRIu64
                   " fails its checksum (journal position %" PRIu64 ")",
                   s->dir, part_id, offset, e.pos);
         return CY_ECORRUPT;
     }
+    if (rc)
+        return rc;
     if (e_out)
         *e_out = e;
     return 0;
@@ -734,7 +747,12 @@ int store_open(const struct store_config *cfg, const struct store_client *client
     if (rc)
         goto fail;
 
+    /* The newest checkpoint's position is durable whatever the (lagging)
+     * durable hint says: damage before it is corruption, not a torn tail. */
+    uint64_t snaps[2];
+    int nsnap = snapshot_list(s->fo, s->snap_dir, snaps, 2);
     struct journal_file_config jc = {
+        .durable_floor = nsnap > 0 ? snaps[nsnap - 1] : 0,
         .fo = s->fo,
         .dir = jdir,
         .segment_bytes = cfg->segment_bytes,

@@ -98,6 +98,10 @@ int store_append(struct store *s, uint8_t type, uint64_t ts, const void *body, u
 int store_publish(struct store *s, uint64_t ts, const struct msgrec_part *parts, size_t nparts,
                   const void *extra, uint32_t extra_len, uint64_t *end);
 
+/* The body and position of the record the last successful store_publish
+ * wrote (owned by the store, valid until the next store_publish). */
+void store_last_publish(struct store *s, const uint8_t **body, size_t *len, uint64_t *pos);
+
 /* The partition's next offset (its high water); 0 for a partition never
  * written. */
 int store_part_next(struct store *s, uint64_t part_id, uint64_t *next);
@@ -105,7 +109,7 @@ int store_part_next(struct store *s, uint64_t part_id, uint64_t *next);
 int store_part_first(struct store *s, uint64_t part_id, uint64_t *first);
 /* First offset with timestamp >= ts (store_part_next when none). */
 int store_part_seek_time(struct store *s, uint64_t part_id, uint64_t ts, uint64_t *offset);
-/* Read one message: its bytes into out (replacing its contents) and its index
+/* Read one message: its bytes appended to out and its index
  * entry into e (may be NULL). CY_ERANGE when the offset is not stored (never
  * written, or removed by retention), CY_ECORRUPT, -errno. */
 int store_read_msg(struct store *s, uint64_t part_id, uint64_t offset, struct buf *out,

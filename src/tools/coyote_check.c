@@ -5,27 +5,30 @@
  *   coyote-check [--quiet | --verbose] DIR
  *
  * DIR is one store directory (it has journal/) or a directory holding store
- * directories at any depth. Each store is checked in three passes:
+ * directories at any depth. Each store is checked in four passes:
  *
  *   1. snapshots (snap/): every file decodes, its name matches the position
  *      it covers, its STORE section is well formed;
- *   2. indexes (index/): every header is valid (recovery refuses a store with
- *      a bad one); the entries are kept in memory for pass 3 and 4;
+ *   2. indexes (index/): headers; the files are kept in memory for 3 and 4;
  *   3. journal (journal/): every segment header, the chaining of segments,
  *      every record, every publish body, the partitions' offsets (dense and
- *      increasing), each message against its index entry and each snapshot's
- *      recorded high water against where the journal continues;
- *   4. afterwards: snapshot positions against the journal's extent, index
- *      entries the journal did not account for, missing or short indexes.
+ *      increasing), each message against its index entry, and where each
+ *      partition continues after each snapshot's position;
+ *   4. cross-checks: snapshot positions against the journal's extent and
+ *      their high waters against the journal, index entries the journal did
+ *      not account for, missing or short indexes.
  *
- * Verdicts follow what recovery (store_open, journal_file_open) would do, so
- * the checker never calls damage what recovery repairs silently by design:
- *   - a bad record at or after the durable hint is the torn tail (warning);
- *     before the hint it is damage (recovery refuses to discard synced data);
- *   - index entries below the in-force checkpoint's high water were synced by
- *     it and are trusted by recovery: a bad or disagreeing one is damage; at
- *     or above the high water they are unsynced derived data that recovery
- *     cuts or replaces (warning).
+ * Verdicts follow recovery (journal_file_open, store_open), so what recovery
+ * repairs by design is a warning, and only damage is an error:
+ *   - a bad record at or after the durable hint is the torn tail recovery
+ *     cuts (warning); before the hint it is lost synced data (error);
+ *   - index bytes below the in-force checkpoint's high water were synced by
+ *     that checkpoint: a bad or disagreeing entry there is an error; at or
+ *     above it they are unsynced derived data that recovery cuts, replaces or
+ *     rebuilds from the journal (warning). Missing or short index files are
+ *     rebuilt by recovery (warning).
+ *
+ * Memory: one segment and all index files of the store being checked.
  *
  * Invariants of this program:
  *   1. Nothing is modified and LOCK is not taken: every file is opened
@@ -107,16 +110,18 @@ struct part {
     uint64_t id;
     /* journal */
     bool in_journal;
-    uint64_t jfirst, jnext, jfirst_pos, jlast_pos;
+    uint64_t jfirst, jnext, jfirst_pos;
     uint64_t messages;
-    unsigned gen;          /* store's resync generation when last seen */
+    unsigned gen;           /* store's resync generation when last seen */
     unsigned offset_errors; /* reported offset discontinuities */
-    uint64_t *after;       /* per valid snapshot: first offset at a position >= its covered */
+    uint64_t *after;        /* per valid snapshot: first offset at a position >= its covered */
     /* index file */
-    bool index_file;  /* a file exists */
-    bool index_ok;    /* and its header is valid */
+    bool index_file;        /* a file exists */
+    bool index_ok;          /* and its header is valid */
+    const char *header_bad; /* why the header is damaged (recovery rebuilds the index) */
+    uint64_t header_bad_off;
     char *ix_path;
-    uint8_t *ix;      /* the whole file */
+    uint8_t *ix; /* the whole file */
     size_t ix_len;
     uint64_t ix_base, ix_count;
     struct mismatch *mm;
@@ -133,8 +138,11 @@ struct seg {
     struct journal_segment_header h;
     uint64_t size;
     uint64_t records;
-    uint64_t end; /* where its data ended (valid once scanned) */
-    bool scanned;
+};
+
+/* Journal positions [from, to) the scan could not read (damage, I/O errors). */
+struct hole {
+    uint64_t from, to;
 };
 
 struct store_check {
@@ -151,12 +159,16 @@ struct store_check {
     uint8_t *seg_buf;
     size_t seg_cap;
 
-    uint64_t start, end, hint, last_pos;
+    uint64_t start, end, hint, first_pos, last_pos;
+    uint64_t verify_from; /* journal_file_open verifies records from here on */
+    uint64_t ckpt_floor;  /* the highest position a valid snapshot covers: synced */
     bool have_last;
     uint64_t last_ts;
     uint64_t records, publishes, messages, bytes;
     uint64_t index_entries, index_files;
     unsigned gen; /* bumped where the scan had to skip damage */
+    struct hole *holes;
+    size_t n_holes, cap_holes;
     const struct snap *in_force;
     uint64_t errors, warnings;
 };
@@ -183,12 +195,12 @@ static void report(struct store_check *sc, enum severity sev, const char *fmt, .
     va_end(ap);
 }
 
-/* Summary lines: not with --quiet. */
-static void say(const struct store_check *sc, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void say(const struct store_check *sc, const char *fmt, ...)
+/* A summary line (not with --quiet) or, with detail set, a --verbose one. */
+static void print_line(const struct store_check *sc, bool detail, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void print_line(const struct store_check *sc, bool detail, const char *fmt, ...)
 {
-    if (sc->opt->quiet)
+    if (detail ? !sc->opt->verbose : sc->opt->quiet)
         return;
     va_list ap;
     va_start(ap, fmt);
@@ -196,29 +208,21 @@ static void say(const struct store_check *sc, const char *fmt, ...)
     putchar('\n');
     va_end(ap);
 }
+#define say(sc, ...) print_line((sc), false, __VA_ARGS__)
+#define note(sc, ...) print_line((sc), true, __VA_ARGS__)
 
-/* Details: only with --verbose. */
-static void note(const struct store_check *sc, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void note(const struct store_check *sc, const char *fmt, ...)
+static _Noreturn void oom(void)
 {
-    if (!sc->opt->verbose)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    putchar('\n');
-    va_end(ap);
+    fprintf(stderr, "coyote-check: out of memory\n");
+    exit(1);
 }
 
 static char *path_join(const char *a, const char *b)
 {
     size_t n = strlen(a) + strlen(b) + 2;
     char *p = malloc(n);
-    if (!p) {
-        fprintf(stderr, "coyote-check: out of memory\n");
-        exit(1);
-    }
+    if (!p)
+        oom();
     snprintf(p, n, "%s/%s", a, b);
     return p;
 }
@@ -226,10 +230,8 @@ static char *path_join(const char *a, const char *b)
 static void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) {
-        fprintf(stderr, "coyote-check: out of memory\n");
-        exit(1);
-    }
+    if (!p)
+        oom();
     return p;
 }
 
@@ -256,10 +258,8 @@ static struct part *part_get(struct store_check *sc, uint64_t id)
     p->after = xcalloc(sc->n_slots, sizeof *p->after);
     for (size_t k = 0; k < sc->n_slots; k++)
         p->after[k] = NONE;
-    if (hmap_put(sc->parts, &p->id, sizeof p->id, p, NULL)) {
-        fprintf(stderr, "coyote-check: out of memory\n");
-        exit(1);
-    }
+    if (hmap_put(sc->parts, &p->id, sizeof p->id, p, NULL))
+        oom();
     return p;
 }
 
@@ -442,8 +442,9 @@ static void check_snapshot(struct store_check *sc, struct snap *s)
         uint64_t off;
         const char *why;
         snap_locate(s->raw, s->raw_len, &off, &why);
-        report(sc, SEV_ERROR, "%s: offset %" PRIu64 ": snapshot does not decode: %s (%s)", s->path,
-               off, why, cy_strerror(rc));
+        report(sc, SEV_ERROR,
+               "%s: offset %" PRIu64 ": snapshot does not decode: %s (recovery skips it)", s->path,
+               off, why);
         return;
     }
     if (snap.covered_pos != s->name_pos) {
@@ -468,7 +469,7 @@ static void check_snapshot(struct store_check *sc, struct snap *s)
             (uint64_t)le_get32(d + 4) * 24 != len - 8) {
             report(sc, SEV_ERROR,
                    "%s: offset %" PRIu64 ": STORE section is malformed (version or count does "
-                   "not match its length %" PRIu64 "): recovery refuses it",
+                   "not match its length %" PRIu64 "): recovery fails on it",
                    s->path, off, len);
             continue;
         }
@@ -522,8 +523,11 @@ static void load_snapshots(struct store_check *sc)
     sc->slots = xcalloc(sc->n_snaps, sizeof *sc->slots);
     for (size_t i = 0; i < sc->n_snaps; i++) {
         check_snapshot(sc, &sc->snaps[i]);
-        if (sc->snaps[i].valid)
+        if (sc->snaps[i].valid) {
             sc->slots[sc->n_slots++] = &sc->snaps[i];
+            if (sc->snaps[i].covered > sc->ckpt_floor)
+                sc->ckpt_floor = sc->snaps[i].covered;
+        }
     }
 }
 
@@ -540,25 +544,35 @@ static void load_index(struct store_check *sc, uint64_t id, const char *name)
         return;
     }
     sc->index_files++;
+    /* As index.c load(): a foreign magic or version is CY_EFORMAT (store_open
+     * fails); anything else is CY_ECORRUPT (the store discards and rebuilds the
+     * index), judged in check_indexes once the checkpoint is known. */
     const uint8_t *h = p->ix;
-    const char *why = NULL;
+    const char *why = NULL, *foreign = NULL;
     uint64_t off = 0;
     static const uint8_t zero[INDEX_HEADER_SIZE];
     if (p->ix_len < INDEX_HEADER_SIZE)
         why = "header cut short";
+    else if (le_get32(h) != INDEX_MAGIC && memcmp(h, zero, sizeof zero) == 0)
+        why = "header is all zeros";
     else if (le_get32(h) != INDEX_MAGIC)
-        why = memcmp(h, zero, sizeof zero) == 0 ? "header is all zeros" : "not an index (bad magic)";
+        foreign = "not an index (bad magic)";
     else if (le_get16(h + 4) != INDEX_VERSION)
-        why = "unsupported format version", off = 4;
+        foreign = "unsupported format version", off = 4;
     else if (crc32c(0, h, 60) != le_get32(h + 60))
         why = "header checksum mismatch", off = 60;
     else if (le_get16(h + 6) != INDEX_HEADER_SIZE)
         why = "wrong header size", off = 6;
     else if (le_get64(h + 8) != id)
         why = "partition id in the header differs from the file name", off = 8;
-    if (why) {
+    if (foreign) {
         report(sc, SEV_ERROR, "%s: offset %" PRIu64 ": %s: recovery refuses to open the store",
-               p->ix_path, off, why);
+               p->ix_path, off, foreign);
+        return;
+    }
+    if (why) {
+        p->header_bad = why;
+        p->header_bad_off = off;
         return;
     }
     p->index_ok = true;
@@ -680,10 +694,17 @@ static void check_seg_headers(struct store_check *sc)
         int sys;
         rc = read_seg_header(s, &why, &sys);
         if (rc == CY_ECORRUPT && last && s->base >= hint && (k > 0 || s->base == 0)) {
-            report(sc, SEV_WARN,
-                   "%s: offset 0: %s: the newest segment's creation was never synced; recovery "
-                   "deletes it",
-                   s->path, why);
+            /* journal_file_open takes it for a creation that was never synced. */
+            if (s->base < sc->ckpt_floor)
+                report(sc, SEV_ERROR,
+                       "%s: offset 0: %s: recovery deletes this newest segment as never synced, "
+                       "but a checkpoint covers position %" PRIu64 " (checkpointed data is lost)",
+                       s->path, why, sc->ckpt_floor);
+            else
+                report(sc, SEV_WARN,
+                       "%s: offset 0: %s: the newest segment's creation was never synced; "
+                       "recovery deletes it",
+                       s->path, why);
             free(s->path);
             sc->n_segs--;
             break;
@@ -692,8 +713,9 @@ static void check_seg_headers(struct store_check *sc)
             if (sys)
                 report(sc, SEV_ERROR, "%s: %s: %s", s->path, why, cy_strerror(sys));
             else
-                report(sc, SEV_ERROR, "%s: offset 0: segment header: %s: recovery refuses to "
-                                      "open the journal",
+                report(sc, SEV_ERROR,
+                       "%s: offset 0: segment header: %s: recovery refuses to "
+                       "open the journal",
                        s->path, why);
             continue;
         }
@@ -717,6 +739,8 @@ static void check_seg_headers(struct store_check *sc)
         sc->start = sc->segs[0].base;
         if (hint < sc->start)
             hint = sc->start;
+        uint64_t last_base = sc->segs[sc->n_segs - 1].base;
+        sc->verify_from = hint < last_base ? hint : last_base;
     }
     sc->hint = hint;
 }
@@ -727,6 +751,29 @@ struct rec_ctx {
     const struct seg *seg;
     const struct journal_record *rec;
 };
+
+/* The scan skips [from, to): offsets there are unknown, do not cascade. */
+static void skip_range(struct store_check *sc, uint64_t from, uint64_t to)
+{
+    sc->gen++;
+    if (from >= to)
+        return;
+    if (sc->n_holes == sc->cap_holes) {
+        sc->cap_holes = sc->cap_holes ? sc->cap_holes * 2 : 8;
+        sc->holes = realloc(sc->holes, sc->cap_holes * sizeof *sc->holes);
+        if (!sc->holes)
+            oom();
+    }
+    sc->holes[sc->n_holes++] = (struct hole){from, to};
+}
+
+static bool in_hole(const struct store_check *sc, uint64_t pos)
+{
+    for (size_t i = 0; i < sc->n_holes; i++)
+        if (pos >= sc->holes[i].from && pos < sc->holes[i].to)
+            return true;
+    return false;
+}
 
 static uint64_t file_off(const struct seg *s, uint64_t pos)
 {
@@ -739,10 +786,8 @@ static void add_mismatch(struct part *p, uint64_t offset, const struct index_ent
     if (p->n_mm == p->cap_mm) {
         p->cap_mm = p->cap_mm ? p->cap_mm * 2 : 16;
         p->mm = realloc(p->mm, p->cap_mm * sizeof *p->mm);
-        if (!p->mm) {
-            fprintf(stderr, "coyote-check: out of memory\n");
-            exit(1);
-        }
+        if (!p->mm)
+            oom();
     }
     p->mm[p->n_mm++] = (struct mismatch){offset, *want, *have};
 }
@@ -791,19 +836,17 @@ static int on_message(void *arg, uint64_t part_id, uint64_t offset, const struct
         p->jnext = offset + 1;
     }
     p->gen = sc->gen;
-    p->jlast_pos = rec->pos;
     for (size_t k = 0; k < sc->n_slots; k++)
         if (p->after[k] == NONE && rec->pos >= sc->slots[k]->covered)
             p->after[k] = offset;
 
     if (p->index_ok && offset >= p->ix_base && offset - p->ix_base < p->ix_count) {
-        struct index_entry have, want = {
-            .pos = rec->pos + JOURNAL_RECORD_HEADER + m->body_offset,
-            .timestamp_ms = rec->timestamp_ms,
-            .len = m->len,
-            .key_hash = m->key_hash,
-            .msg_crc = m->crc,
-        };
+        struct index_entry have, want;
+        want.pos = rec->pos + JOURNAL_RECORD_HEADER + m->body_offset;
+        want.timestamp_ms = rec->timestamp_ms;
+        want.len = m->len;
+        want.key_hash = m->key_hash;
+        want.msg_crc = m->crc;
         const uint8_t *q = p->ix + INDEX_HEADER_SIZE + (offset - p->ix_base) * INDEX_ENTRY_SIZE;
         if (decode_entry(q, &have) == 0 &&
             (have.pos != want.pos || have.len != want.len || have.msg_crc != want.msg_crc ||
@@ -818,6 +861,8 @@ static void check_record(struct store_check *sc, const struct seg *s,
 {
     sc->records++;
     sc->bytes += rec->next - rec->pos;
+    if (!sc->have_last)
+        sc->first_pos = rec->pos;
     sc->last_pos = rec->pos;
     sc->have_last = true;
     if (rec->timestamp_ms < sc->last_ts)
@@ -841,7 +886,7 @@ static void check_record(struct store_check *sc, const struct seg *s,
                "%s: offset %" PRIu64 ": publish record at position %" PRIu64
                " has a malformed body (%" PRIu32 " bytes: lengths, counts or message checksums)",
                s->path, file_off(s, rec->pos), rec->pos, rec->len);
-        sc->gen++; /* its partitions' offsets are unknown: do not cascade */
+        skip_range(sc, rec->pos, rec->next); /* its partitions' offsets are unknown */
         return;
     }
     struct rec_ctx c = {sc, s, rec};
@@ -880,8 +925,7 @@ static void report_dropped_segments(struct store_check *sc, size_t from)
 {
     for (size_t k = from; k < sc->n_segs; k++)
         report(sc, SEV_WARN,
-               "%s: starts after the torn tail; recovery deletes this segment (%" PRIu64
-               " bytes)",
+               "%s: starts after the torn tail; recovery deletes this segment (%" PRIu64 " bytes)",
                sc->segs[k].path, sc->segs[k].size);
 }
 
@@ -894,14 +938,15 @@ static void scan_journal(struct store_check *sc)
     for (size_t i = 0; i < sc->n_segs; i++) {
         struct seg *s = &sc->segs[i];
         bool last = i + 1 == sc->n_segs;
+        uint64_t next_base = last ? UINT64_MAX : sc->segs[i + 1].base;
         if (!s->header_ok) {
-            sc->gen++;
+            skip_range(sc, s->base, next_base);
             continue;
         }
         if (pos != s->base)
             sc->gen++; /* the previous segment was damaged or ended elsewhere (reported) */
         pos = s->base;
-        uint64_t limit = last ? s->base + s->h.capacity : sc->segs[i + 1].base;
+        uint64_t limit = last ? s->base + s->h.capacity : next_base;
         if (limit - s->base > s->h.capacity)
             limit = s->base + s->h.capacity; /* chaining error, reported already */
         uint64_t have = s->size > JOURNAL_SEGMENT_HEADER ? s->size - JOURNAL_SEGMENT_HEADER : 0;
@@ -910,13 +955,12 @@ static void scan_journal(struct store_check *sc)
         ssize_t got = read_seg_data(sc, s, have);
         if (got < 0) {
             report(sc, SEV_ERROR, "%s: cannot read: %s", s->path, cy_strerror((int)got));
-            sc->gen++;
+            skip_range(sc, s->base, next_base);
             continue;
         }
         const uint8_t *data = sc->seg_buf;
         uint64_t n = (uint64_t)got;
         const char *why = NULL;
-        s->scanned = true;
         while (pos - s->base < n) {
             struct journal_record rec;
             uint64_t at = pos - s->base;
@@ -931,7 +975,6 @@ static void scan_journal(struct store_check *sc)
             s->records++;
             pos = rec.next;
         }
-        s->end = pos;
         note(sc,
              "  segment %s: base %" PRIu64 ", capacity %" PRIu64 ", %" PRIu64
              " records, end %" PRIu64 ", hint %s%" PRIu64,
@@ -945,19 +988,32 @@ static void scan_journal(struct store_check *sc)
             if (pos < sc->hint) {
                 report(sc, SEV_ERROR,
                        "%s: offset %" PRIu64 ": record at position %" PRIu64
-                       " is %s; position %" PRIu64
-                       " was durable, so recovery refuses to open the journal",
-                       s->path, off, pos, what, sc->hint);
-                sc->gen++;
+                       " is %s; it lies before the durable position %" PRIu64
+                       ", so it is not a torn tail: %s",
+                       s->path, off, pos, what, sc->hint,
+                       pos >= sc->verify_from
+                           ? "recovery refuses to open the journal"
+                           : "synced records are lost (recovery fails if it replays or rebuilds "
+                             "from before here)");
+                skip_range(sc, pos, next_base);
                 sc->end = pos;
                 if (!last)
                     continue;
                 break;
             }
             uint64_t tail = nonzero_extent(data, pos - s->base, n);
-            if (tail)
+            if (pos < sc->ckpt_floor)
+                report(
+                    sc, SEV_ERROR,
+                    "%s: offset %" PRIu64 ": record at position %" PRIu64
+                    " is %s; recovery cuts the journal here as a torn tail (durable hint %" PRIu64
+                    "), but a checkpoint covers position %" PRIu64
+                    ": checkpointed records are lost",
+                    s->path, off, pos, what, sc->hint, sc->ckpt_floor);
+            else if (tail)
                 report(sc, SEV_WARN,
-                       "%s: offset %" PRIu64 ": torn tail: %" PRIu64 " bytes after position %" PRIu64
+                       "%s: offset %" PRIu64 ": torn tail: %" PRIu64
+                       " bytes after position %" PRIu64
                        " would be cut at recovery (record %s; durable hint %" PRIu64 ")",
                        s->path, off, tail, pos, what, sc->hint);
             else
@@ -986,7 +1042,8 @@ static void scan_journal(struct store_check *sc)
                 while (!data[first])
                     first++;
                 report(sc, SEV_WARN,
-                       "%s: offset %" PRIu64 ": non-zero bytes after the end of data (position %" PRIu64
+                       "%s: offset %" PRIu64
+                       ": non-zero bytes after the end of data (position %" PRIu64
                        "), up to %" PRIu64 " bytes: recovery ignores them",
                        s->path, JOURNAL_SEGMENT_HEADER + first, pos, stray);
             }
@@ -1085,35 +1142,39 @@ static void check_index_entries(struct store_check *sc, struct part *p)
 {
     uint64_t hw = p->in_ckpt ? p->ckpt_next : 0;
     uint64_t shown_err = 0, shown_warn = 0, more_err = 0, more_warn = 0;
-#define FLAG(sev, ...)                                                                             \
-    do {                                                                                           \
-        uint64_t *shown = (sev) == SEV_ERROR ? &shown_err : &shown_warn;                           \
-        if ((*shown)++ < DETAIL_LIMIT)                                                             \
-            report(sc, (sev), __VA_ARGS__);                                                        \
-        else if ((sev) == SEV_ERROR)                                                               \
-            more_err++, sc->errors++;                                                              \
-        else                                                                                       \
-            more_warn++, sc->warnings++;                                                           \
+#define FLAG(sev, ...)                                                   \
+    do {                                                                 \
+        uint64_t *shown = (sev) == SEV_ERROR ? &shown_err : &shown_warn; \
+        if ((*shown)++ < DETAIL_LIMIT)                                   \
+            report(sc, (sev), __VA_ARGS__);                              \
+        else if ((sev) == SEV_ERROR)                                     \
+            more_err++, sc->errors++;                                    \
+        else                                                             \
+            more_warn++, sc->warnings++;                                 \
     } while (0)
 
-    uint64_t last_pos = 0, last_ts = 0, retained = 0, stale = 0, stale_first = 0;
+    uint64_t last_pos = 0, last_ts = 0, retained = 0, unread = 0, stale = 0, stale_first = 0;
     bool have_last = false;
     for (uint64_t i = 0; i < p->ix_count; i++) {
         uint64_t o = p->ix_base + i;
         uint64_t off = INDEX_HEADER_SIZE + i * INDEX_ENTRY_SIZE;
         enum severity sev = o < hw ? SEV_ERROR : SEV_WARN;
-        const char *fate = o < hw ? "below the checkpoint's high water, recovery trusts it"
-                                  : "recovery cuts the index here and re-indexes from the journal";
+        /* index.c load() keeps the longest valid prefix: a bad entry is where
+         * the index is cut; below the high water that forces a rebuild. */
+        const char *fate =
+            o < hw ? "a checkpoint synced it; recovery cuts the index here and rebuilds it"
+                   : "never synced; recovery cuts the index here and re-indexes from the journal";
         struct index_entry e;
         if (decode_entry(p->ix + off, &e)) {
-            FLAG(sev, "%s: offset %" PRIu64 ": entry for offset %" PRIu64
-                      " fails its checksum (%s)",
+            FLAG(sev,
+                 "%s: offset %" PRIu64 ": entry for offset %" PRIu64 " fails its checksum (%s)",
                  p->ix_path, off, o, fate);
             continue;
         }
         if (have_last && (e.pos < last_pos || e.timestamp_ms < last_ts))
-            FLAG(sev, "%s: offset %" PRIu64 ": entry for offset %" PRIu64
-                      " goes back in position or time (%s)",
+            FLAG(sev,
+                 "%s: offset %" PRIu64 ": entry for offset %" PRIu64
+                 " goes back in position or time (%s)",
                  p->ix_path, off, o, fate);
         have_last = true;
         last_pos = e.pos;
@@ -1124,6 +1185,10 @@ static void check_index_entries(struct store_check *sc, struct part *p)
             retained++; /* its segment was deleted by retention */
             continue;
         }
+        if (in_hole(sc, e.pos)) {
+            unread++; /* in journal damage reported already */
+            continue;
+        }
         uint64_t known = p->in_journal && p->jnext > hw ? p->jnext : hw;
         if (o >= known) {
             if (!stale++)
@@ -1131,8 +1196,8 @@ static void check_index_entries(struct store_check *sc, struct part *p)
             continue;
         }
         FLAG(SEV_ERROR,
-             "%s: offset %" PRIu64 ": entry for offset %" PRIu64 " points at journal position %" PRIu64
-             " but the journal holds no such message",
+             "%s: offset %" PRIu64 ": entry for offset %" PRIu64
+             " points at journal position %" PRIu64 " but the journal holds no such message",
              p->ix_path, off, o, e.pos);
     }
     for (size_t i = 0; i < p->n_mm; i++) {
@@ -1147,13 +1212,17 @@ static void check_index_entries(struct store_check *sc, struct part *p)
              p->ix_path, off, m->offset, m->have.pos, m->want.pos, m->have.len, m->want.len,
              m->have.msg_crc, m->want.msg_crc, m->have.timestamp_ms, m->want.timestamp_ms,
              m->have.key_hash, m->want.key_hash,
-             sev == SEV_ERROR ? "" : ": recovery replaces it");
+             sev == SEV_ERROR ? ": a checkpoint synced it (recovery trusts synced entries)"
+                              : ": recovery replaces it");
     }
     if (stale)
         report(sc, SEV_WARN,
                "%s: %" PRIu64 " entries from offset %" PRIu64
                " on are past the journal: stale (would be cut at recovery)",
                p->ix_path, stale, stale_first);
+    if (unread)
+        note(sc, "  note: %s: %" PRIu64 " entries point into damaged journal ranges (not checked)",
+             p->ix_path, unread);
     if (retained)
         note(sc, "  note: %s: %" PRIu64 " entries point before the journal start (retention)",
              p->ix_path, retained);
@@ -1189,18 +1258,26 @@ static void check_indexes(struct store_check *sc)
                        p->ix_path, p->id);
             else if (p->in_ckpt && (ix_next < p->ckpt_next || p->ix_base > p->ckpt_base))
                 report(sc, SEV_WARN,
-                       "%s: holds offsets [%" PRIu64 ", %" PRIu64 ") but the checkpoint says [%" PRIu64
-                       ", %" PRIu64 "): recovery rebuilds it from the journal",
+                       "%s: holds offsets [%" PRIu64 ", %" PRIu64
+                       ") but the checkpoint says [%" PRIu64 ", %" PRIu64
+                       "): recovery rebuilds it from the journal",
                        p->ix_path, p->ix_base, ix_next, p->ckpt_base, p->ckpt_next);
             else if (p->in_journal && ix_next < p->jnext)
-                note(sc, "  note: %s: offsets [%" PRIu64 ", %" PRIu64
-                         ") are not indexed yet; recovery indexes them from the journal",
+                note(sc,
+                     "  note: %s: offsets [%" PRIu64 ", %" PRIu64
+                     ") are not indexed yet; recovery indexes them from the journal",
                      p->ix_path, ix_next > p->jfirst ? ix_next : p->jfirst, p->jnext);
+        } else if (p->header_bad) {
+            bool synced = p->in_ckpt && p->ckpt_next > p->ckpt_base;
+            report(sc, synced ? SEV_ERROR : SEV_WARN,
+                   "%s: offset %" PRIu64 ": %s: %s; recovery discards the index and rebuilds it "
+                   "from the journal",
+                   p->ix_path, p->header_bad_off, p->header_bad,
+                   synced ? "a checkpoint synced this file" : "never synced by a checkpoint");
         } else if (!p->index_file && p->in_ckpt && p->ckpt_next > p->ckpt_base) {
             report(sc, SEV_WARN,
-                   "%s: no index for partition %016" PRIx64
-                   " (checkpoint: offsets [%" PRIu64 ", %" PRIu64
-                   ")): recovery rebuilds it from the journal",
+                   "%s: no index for partition %016" PRIx64 " (checkpoint: offsets [%" PRIu64
+                   ", %" PRIu64 ")): recovery rebuilds it from the journal",
                    sc->idir, p->id, p->ckpt_base, p->ckpt_next);
         }
     }
@@ -1216,12 +1293,13 @@ static void print_summary(struct store_check *sc)
     struct part **v = parts_sorted(sc, &np);
     for (size_t i = 0; i < np; i++)
         partitions += v[i]->in_journal;
-    say(sc, "  journal: %zu segments, %" PRIu64 " records, %" PRIu64 " bytes, positions [%" PRIu64
-            ", %" PRIu64 ")",
+    say(sc,
+        "  journal: %zu segments, %" PRIu64 " records, %" PRIu64 " bytes, positions [%" PRIu64
+        ", %" PRIu64 ")",
         sc->n_segs, sc->records, sc->bytes, sc->start, sc->end);
     if (sc->have_last)
         say(sc, "  records: first at %" PRIu64 ", last at %" PRIu64 ", durable hint %" PRIu64,
-            sc->start, sc->last_pos, sc->hint);
+            sc->first_pos, sc->last_pos, sc->hint);
     else
         say(sc, "  records: none, durable hint %" PRIu64, sc->hint);
     say(sc, "  publishes: %" PRIu64 " records, %" PRIu64 " messages, %" PRIu64 " partitions",
@@ -1268,7 +1346,7 @@ static void print_summary(struct store_check *sc)
                      s->store_ok ? s->store_count : 0);
         }
     }
-    say(sc, "  result: %s, %" PRIu64 " errors, %" PRIu64 " warnings",
+    say(sc, "  result: %s (errors: %" PRIu64 ", warnings: %" PRIu64 ")",
         sc->errors ? "DAMAGED" : "ok", sc->errors, sc->warnings);
 }
 
@@ -1297,6 +1375,7 @@ static void store_check_free(struct store_check *sc)
         free(sc->segs[i].path);
     free(sc->segs);
     free(sc->seg_buf);
+    free(sc->holes);
     free(sc->jdir);
     free(sc->idir);
     free(sc->sdir);
@@ -1311,10 +1390,8 @@ static void check_store(const struct options *opt, const char *dir, uint64_t *er
     sc.idir = path_join(dir, "index");
     sc.sdir = path_join(dir, "snap");
     sc.parts = hmap_new();
-    if (!sc.parts) {
-        fprintf(stderr, "coyote-check: out of memory\n");
-        exit(1);
-    }
+    if (!sc.parts)
+        oom();
     say(&sc, "store %s", dir);
     load_snapshots(&sc);
     load_indexes(&sc);
@@ -1345,10 +1422,8 @@ static void find_stores(const char *dir, int depth, struct names *out)
     bool store = is_dir(j);
     free(j);
     if (store) {
-        if (collect(out, dir)) {
-            fprintf(stderr, "coyote-check: out of memory\n");
-            exit(1);
-        }
+        if (collect(out, dir))
+            oom();
         return;
     }
     if (depth >= MAX_DEPTH)
@@ -1365,10 +1440,8 @@ static void find_stores(const char *dir, int depth, struct names *out)
             continue;
         char *p = path_join(dir, de->d_name);
         struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode) && collect(&sub, p)) {
-            fprintf(stderr, "coyote-check: out of memory\n");
-            exit(1);
-        }
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode) && collect(&sub, p))
+            oom();
         free(p);
     }
     closedir(d);
@@ -1383,49 +1456,47 @@ static void find_stores(const char *dir, int depth, struct names *out)
 
 static void usage(FILE *f)
 {
-    fprintf(
-        f,
-        "usage: coyote-check [--quiet | --verbose] DIR\n"
-        "\n"
-        "Verify a Coyote data directory without modifying it (it opens every file\n"
-        "read-only and does not take the LOCK; on a directory in use, the newest\n"
-        "records may show as a torn tail).\n"
-        "\n"
-        "DIR is a store directory (one that has journal/) or any directory holding\n"
-        "store directories at any depth; every store found is checked.\n"
-        "\n"
-        "What is verified, per store:\n"
-        "  journal/   every segment header (magic, version, checksum, base = file\n"
-        "             name, capacity), the chaining of segments (each one starts where\n"
-        "             the previous one's records end), every record's header and\n"
-        "             checksum in order, timestamps never decreasing, every publish\n"
-        "             body, and that each partition's offsets are dense and increasing.\n"
-        "             A bad record after the durable hint is the torn tail recovery\n"
-        "             would cut (a warning); before it, it is damage.\n"
-        "  index/     every header; every entry's checksum and order; entries for\n"
-        "             offsets the journal holds must match it (position, length,\n"
-        "             checksum, time, key hash). Entries past the journal are stale\n"
-        "             (warning). A problem below the checkpoint's high water is damage\n"
-        "             (recovery trusts those entries); above it, a warning (recovery\n"
-        "             re-indexes from the journal).\n"
-        "  snap/      every snapshot decodes, is named for the position it covers,\n"
-        "             covers a position inside the journal [start, end], and its\n"
-        "             partition high waters agree with where the journal continues.\n"
-        "\n"
-        "Output: problems as they are found, each naming the file and the byte\n"
-        "offset in it (\"error: FILE: offset N: reason\" or \"warning: ...\"), then a\n"
-        "summary per store: segments, records, bytes, positions, durable hint,\n"
-        "publishes, messages, partitions, indexes, snapshots and the positions they\n"
-        "cover, and the result.\n"
-        "\n"
-        "Options:\n"
-        "  -q, --quiet     print errors only (no summaries, no warnings)\n"
-        "  -v, --verbose   also print each segment, partition (offset ranges of the\n"
-        "                  journal, the index and the checkpoint) and snapshot\n"
-        "  -h, --help      this text\n"
-        "\n"
-        "Exit status: 0 no damage (warnings allowed), 1 damage found (or no store\n"
-        "under DIR), 2 usage error (bad option, DIR missing or not a directory).\n");
+    fprintf(f, "usage: coyote-check [--quiet | --verbose] DIR\n"
+               "\n"
+               "Verify a Coyote data directory without modifying it (it opens every file\n"
+               "read-only and does not take the LOCK; on a directory in use, the newest\n"
+               "records may show as a torn tail).\n"
+               "\n"
+               "DIR is a store directory (one that has journal/) or any directory holding\n"
+               "store directories at any depth; every store found is checked.\n"
+               "\n"
+               "What is verified, per store:\n"
+               "  journal/   every segment header (magic, version, checksum, base = file\n"
+               "             name, capacity), the chaining of segments (each one starts where\n"
+               "             the previous one's records end), every record's header and\n"
+               "             checksum in order, timestamps never decreasing, every publish\n"
+               "             body, and that each partition's offsets are dense and increasing.\n"
+               "             A bad record after the durable hint is the torn tail recovery\n"
+               "             would cut (a warning); before it, it is damage.\n"
+               "  index/     every header; every entry's checksum and order; entries for\n"
+               "             offsets the journal holds must match it (position, length,\n"
+               "             checksum, time, key hash). Entries past the journal are stale\n"
+               "             (warning). A problem below the checkpoint's high water is damage\n"
+               "             (recovery trusts those entries); above it, a warning (recovery\n"
+               "             re-indexes from the journal).\n"
+               "  snap/      every snapshot decodes, is named for the position it covers,\n"
+               "             covers a position inside the journal [start, end], and its\n"
+               "             partition high waters agree with where the journal continues.\n"
+               "\n"
+               "Output: problems as they are found, each naming the file and the byte\n"
+               "offset in it (\"error: FILE: offset N: reason\" or \"warning: ...\"), then a\n"
+               "summary per store: segments, records, bytes, positions, durable hint,\n"
+               "publishes, messages, partitions, indexes, snapshots and the positions they\n"
+               "cover, and the result.\n"
+               "\n"
+               "Options:\n"
+               "  -q, --quiet     print errors only (no summaries, no warnings)\n"
+               "  -v, --verbose   also print each segment, partition (offset ranges of the\n"
+               "                  journal, the index and the checkpoint) and snapshot\n"
+               "  -h, --help      this text\n"
+               "\n"
+               "Exit status: 0 no damage (warnings allowed), 1 damage found (or no store\n"
+               "under DIR), 2 usage error (bad option, DIR missing or not a directory).\n");
 }
 
 int main(int argc, char **argv)
@@ -1466,8 +1537,9 @@ int main(int argc, char **argv)
     struct names stores = {0};
     find_stores(dir, 0, &stores);
     if (!stores.n) {
-        fprintf(stderr, "coyote-check: %s: no store found (no directory with a journal/ "
-                        "subdirectory)\n",
+        fprintf(stderr,
+                "coyote-check: %s: no store found (no directory with a journal/ "
+                "subdirectory)\n",
                 dir);
         return 1;
     }
@@ -1477,8 +1549,8 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     if (!opt.quiet && stores.n > 1)
-        printf("checked %zu stores: %" PRIu64 " errors, %" PRIu64 " warnings\n", stores.n, errors,
-               warnings);
+        printf("checked %zu stores (errors: %" PRIu64 ", warnings: %" PRIu64 ")\n", stores.n,
+               errors, warnings);
     names_free(&stores);
     return errors ? 1 : 0;
 }

@@ -54,29 +54,28 @@ struct options {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: coyote-mkdata [options] DIR\n"
-            "\n"
-            "Write a Coyote data directory with the store API (for tests).\n"
-            "\n"
-            "  --namespaces N          stores DIR/ns-0 .. DIR/ns-<N-1> (default 1)\n"
-            "  --single                DIR itself is the (only) store\n"
-            "  --partitions P          partitions per store, ids 0x1000+p (default 4)\n"
-            "  --messages M            messages per partition (default 100)\n"
-            "  --batch B               messages per partition per publish (default 1)\n"
-            "  --parts-per-publish K   partitions in one publish record (default 1, max 64)\n"
-            "  --size BYTES            message size (default 100)\n"
-            "  --commands-every K      a non-publish record (type 16) after every K\n"
-            "                          publishes (default 0: none)\n"
-            "  --checkpoint-every K    store_checkpoint after every K publishes (default 0)\n"
-            "  --segment-bytes BYTES   journal segment capacity (default 64 MiB, min 4096)\n"
-            "  --ts-start MS           timestamp of the first publish (default 1700000000000)\n"
-            "  --fsync POLICY          always | interval=<ms> | never (default never)\n"
-            "  --no-preallocate        do not fallocate segments\n"
-            "  --crash                 sync the journal, then _exit without closing\n"
-            "  -h, --help              this text\n"
-            "\n"
-            "Running it again on the same DIR appends after what is there.\n");
+    fprintf(f, "usage: coyote-mkdata [options] DIR\n"
+               "\n"
+               "Write a Coyote data directory with the store API (for tests).\n"
+               "\n"
+               "  --namespaces N          stores DIR/ns-0 .. DIR/ns-<N-1> (default 1)\n"
+               "  --single                DIR itself is the (only) store\n"
+               "  --partitions P          partitions per store, ids 0x1000+p (default 4)\n"
+               "  --messages M            messages per partition (default 100)\n"
+               "  --batch B               messages per partition per publish (default 1)\n"
+               "  --parts-per-publish K   partitions in one publish record (default 1, max 64)\n"
+               "  --size BYTES            message size (default 100)\n"
+               "  --commands-every K      a non-publish record (type 16) after every K\n"
+               "                          publishes (default 0: none)\n"
+               "  --checkpoint-every K    store_checkpoint after every K publishes (default 0)\n"
+               "  --segment-bytes BYTES   journal segment capacity (default 64 MiB, min 4096)\n"
+               "  --ts-start MS           timestamp of the first publish (default 1700000000000)\n"
+               "  --fsync POLICY          always | interval=<ms> | never (default never)\n"
+               "  --no-preallocate        do not fallocate segments\n"
+               "  --crash                 sync the journal, then _exit without closing\n"
+               "  -h, --help              this text\n"
+               "\n"
+               "Running it again on the same DIR appends after what is there.\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -129,8 +128,8 @@ static int fill_store(const struct options *o, const char *dir)
     }
 
     unsigned np = o->partitions;
-    uint64_t *next = calloc(np, sizeof *next);      /* offset to publish next */
-    uint64_t *left = calloc(np, sizeof *left);      /* messages still to publish */
+    uint64_t *next = calloc(np, sizeof *next); /* offset to publish next */
+    uint64_t *left = calloc(np, sizeof *left); /* messages still to publish */
     size_t per_rec = (size_t)o->batch * o->parts_per_publish;
     struct msgrec_msg *msgs = calloc(per_rec, sizeof *msgs);
     uint8_t *payload = malloc(per_rec * (o->msg_size ? o->msg_size : 1));
@@ -206,17 +205,17 @@ static int fill_store(const struct options *o, const char *dir)
     if (o->crash) {
         rc = journal_sync(j);
         fflush(NULL);
-        _exit(rc ? 1 : 0); /* see the file comment: only the first store of a run */
+        _exit(rc ? 1 : 0); /* see the file comment (main allows --crash for one store only) */
     }
 out:
     free(payload);
     free(msgs);
     free(left);
     free(next);
-    int crc = store_close(s);
-    if (!rc && crc) {
-        fprintf(stderr, "coyote-mkdata: %s: close: %s\n", dir, cy_strerror(crc));
-        rc = crc;
+    int close_rc = store_close(s);
+    if (!rc && close_rc) {
+        fprintf(stderr, "coyote-mkdata: %s: close: %s\n", dir, cy_strerror(close_rc));
+        rc = close_rc;
     }
     return rc;
 }
@@ -234,9 +233,20 @@ int main(int argc, char **argv)
         .fsync = JOURNAL_FSYNC_NEVER,
     };
     enum {
-        OPT_NAMESPACES = 256, OPT_SINGLE, OPT_PARTITIONS, OPT_MESSAGES, OPT_BATCH,
-        OPT_PARTS_PER, OPT_SIZE, OPT_COMMANDS, OPT_CHECKPOINT, OPT_SEGMENT, OPT_TS,
-        OPT_FSYNC, OPT_NOPREALLOC, OPT_CRASH,
+        OPT_NAMESPACES = 256,
+        OPT_SINGLE,
+        OPT_PARTITIONS,
+        OPT_MESSAGES,
+        OPT_BATCH,
+        OPT_PARTS_PER,
+        OPT_SIZE,
+        OPT_COMMANDS,
+        OPT_CHECKPOINT,
+        OPT_SEGMENT,
+        OPT_TS,
+        OPT_FSYNC,
+        OPT_NOPREALLOC,
+        OPT_CRASH,
     };
     static const struct option longopts[] = {
         {"namespaces", required_argument, NULL, OPT_NAMESPACES},

@@ -195,6 +195,7 @@ static void verify(struct faultfs *fs, const struct acked *a, const char *what)
                      (unsigned long long)p, (unsigned long long)next,
                      (unsigned long long)a->next[p], (unsigned long long)a->attempted[p]);
         for (uint64_t o = first; o < next; o++) {
+            buf_reset(&b);
             rc = store_read_msg(s, p, o, &b, NULL);
             if (rc)
                 fail_msg("%s: partition %llu offset %llu: %s", what, (unsigned long long)p,

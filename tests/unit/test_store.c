@@ -157,7 +157,7 @@ static void check_part(struct fixture *f, uint64_t part, uint64_t from, uint64_t
     assert_int_equal(next, to);
     for (uint64_t o = from; o < to; o++) {
         struct index_entry e;
-        assert_int_equal(store_read_msg(f->s, part, o, &b, &e), 0);
+        assert_int_equal((buf_reset(&b), store_read_msg(f->s, part, o, &b, &e)), 0);
         uint32_t len = msg_bytes(part, o, want);
         assert_int_equal(b.len, len);
         assert_memory_equal(b.data, want, len);
