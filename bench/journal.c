@@ -54,13 +54,14 @@
 #include "storage/journal.h"
 
 #define MIB (1024u * 1024u)
-#define RAW_FILE_BYTES (128ull * MIB)
+#define RAW_FILE_BYTES (32ull * MIB)
 #define RAW_SMALL_WRITE 4096u
 #define WORKER_STACK (256u * 1024u)
 #define MAX_LIST 8
 /* A wait for durability this long means the journal stopped syncing: the case
  * fails with -ETIMEDOUT instead of hanging the benchmark. */
 #define STUCK_WAIT_MS 5000
+#define CASE_PROBE_SAMPLES 30
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -212,6 +213,8 @@ static int parse_options(int argc, char **argv, struct options *o)
             uint32_t n[MAX_LIST];
             unsigned k;
             rc = parse_u32_list(v, n, &k, 10, 100000);
+            if (!rc && k != 1)
+                rc = CY_EINVAL;
             if (!rc)
                 o->sync_samples = n[0];
         } else if (strcmp(a, "--sizes") == 0) {
@@ -347,6 +350,7 @@ struct raw_result {
     double seq_secs;
     uint64_t small_p50_ns, small_p99_ns;   /* 4 KiB over written blocks */
     uint64_t unwr_p50_ns, unwr_p99_ns;     /* 4 KiB into fallocated, unwritten blocks */
+    uint64_t end_p50_ns, end_p99_ns;       /* 4 KiB over written blocks, after the cases */
     unsigned nsamples;
     /* pwrite+fdatasync at the size of one group commit of a case */
     unsigned nceil;
@@ -509,6 +513,35 @@ fail:
     return rc;
 }
 
+/* The 4 KiB fdatasync latency again, on a fresh written file of `samples`
+ * blocks: before each case and after the last, because a shared or
+ * rate-limited device changes speed during a run. */
+static int raw_probe(const char *dir, unsigned samples, uint64_t *p50, uint64_t *p99)
+{
+    char path[4096];
+    if (join_path(path, sizeof path, dir, "raw-probe.dat"))
+        return CY_ETOOBIG;
+    size_t n = (size_t)samples * RAW_SMALL_WRITE;
+    uint8_t *buf = malloc(n);
+    if (!buf)
+        return CY_ENOMEM;
+    fill_random(buf, n, 0xD1B54A32D192ED03ull);
+    int rc = 0, fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        rc = -errno;
+    if (!rc)
+        rc = write_full(fd, buf, n, 0);
+    if (!rc && fsync(fd) != 0)
+        rc = -errno;
+    if (!rc)
+        rc = small_sync_samples(fd, buf, samples, 0, p50, p99);
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    free(buf);
+    return rc;
+}
+
 /* ---- 2. the journal ----------------------------------------------------- */
 
 enum phase { PHASE_WARMUP, PHASE_MEASURE, PHASE_STOP };
@@ -535,6 +568,7 @@ struct worker {
 };
 
 struct case_result {
+    uint64_t disk_p50;      /* raw 4 KiB pwrite+fdatasync p50 just before the case */
     uint64_t records;       /* appends in the window (journal counter) */
     uint64_t completed;     /* operations completed in the window (samples) */
     double secs;
@@ -612,9 +646,13 @@ static int run_case(const struct options *o, const char *root, unsigned index,
     if (join_path(dir, sizeof dir, root, name))
         return CY_ETOOBIG;
 
+    uint64_t p99;
+    int rc = raw_probe(root, CASE_PROBE_SAMPLES, &res->disk_p50, &p99);
+    if (rc)
+        return rc;
     struct journal_file_config cfg = {.dir = dir, .fsync = c->pol.policy,
                                       .fsync_interval_ms = c->pol.interval_ms};
-    int rc = journal_file_open(&cfg, &c->j);
+    rc = journal_file_open(&cfg, &c->j);
     if (rc)
         return rc;
     pthread_mutex_init(&c->append_mu, NULL);
@@ -766,21 +804,32 @@ static void print_raw(const struct options *o, const struct raw_result *r, const
 
 static void print_table_header(void)
 {
-    say("\n== Journal (group commit; latency = append-to-durable unless marked) ==\n");
-    say("%-12s %6s %5s %10s %8s %9s %9s %9s %7s %8s %8s %5s %6s\n", "policy", "record",
-        "thr", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "syncs", "rec/sync",
-        "sync ms", "cpu%", "csw/r");
+    say("\n== Journal: latency = append-to-durable (append, then journal_wait_durable), except "
+        "under \"never\" ==\n");
+    say("%-12s %6s %4s %10s %8s %10s %10s %10s %7s %8s %8s %5s %5s %6s %8s\n", "policy",
+        "record", "thr", "records/s", "MB/s", "p50", "p99", "p99.9", "syncs", "rec/sync",
+        "ms/sync", "busy%", "cpu%", "csw/r", "disk ms");
+}
+
+/* "812.3 us" below a millisecond, "1.234 ms" above: never columns of zeros. */
+static const char *lat_str(uint64_t ns, char *buf, size_t len)
+{
+    if (ns < 1000000)
+        snprintf(buf, len, "%.1f us", (double)ns / 1e3);
+    else
+        snprintf(buf, len, "%.3f ms", ms(ns));
+    return buf;
 }
 
 static void print_case(const struct options *o, const struct bench_case *c,
                        const struct case_result *r)
 {
     if (r->err == -ETIMEDOUT) {
-        say("%-12s %5" PRIu32 "B %5u   FAILED: journal_wait_durable timed out: durable did not "
+        say("%-12s %5" PRIu32 "B %4u   FAILED: journal_wait_durable timed out: durable did not "
             "advance for %d ms (the journal stopped syncing)\n",
             c->pol.name, c->size, c->appenders, STUCK_WAIT_MS);
     } else if (r->err) {
-        say("%-12s %5" PRIu32 "B %5u   FAILED: %s\n", c->pol.name, c->size, c->appenders,
+        say("%-12s %5" PRIu32 "B %4u   FAILED: %s\n", c->pol.name, c->size, c->appenders,
             cy_strerror(r->err));
     }
     if (r->err) {
@@ -793,30 +842,50 @@ static void print_case(const struct options *o, const struct bench_case *c,
     double rps = (double)r->records / r->secs;
     double rec_per_sync = r->syncs ? (double)r->records / (double)r->syncs : 0;
     double avg_sync_ms = r->syncs ? ms(r->sync_ns) / (double)r->syncs : 0;
-    say("%-12s %5" PRIu32 "B %5u %10.0f %8.2f %9.3f %9.3f %9.3f %7" PRIu64 " %8.1f %8.3f %5.0f "
-        "%6.2f%s\n",
-        c->pol.name, c->size, c->appenders, rps, payload_mbps(c, r), ms(r->p50), ms(r->p99),
-        ms(r->p999), r->syncs, rec_per_sync, avg_sync_ms, r->cpu_pct, r->csw_per_rec,
-        c->wait ? "" : "  (append only, no wait)");
+    double busy_pct = 100.0 * (double)r->sync_ns / 1e9 / r->secs;
+    char l50[24], l99[24], l999[24];
+    say("%-12s %5" PRIu32 "B %4u %10.0f %8.2f %10s %10s %10s %7" PRIu64 " %8.1f %8.3f %5.0f "
+        "%5.0f %6.2f %8.3f\n",
+        c->pol.name, c->size, c->appenders, rps, payload_mbps(c, r),
+        lat_str(r->p50, l50, sizeof l50), lat_str(r->p99, l99, sizeof l99),
+        lat_str(r->p999, l999, sizeof l999), r->syncs, rec_per_sync, avg_sync_ms, busy_pct,
+        r->cpu_pct, r->csw_per_rec, ms(r->disk_p50));
     if (!c->wait)
-        say("%-12s %6s %5s   final journal_sync of the unsynced tail: %.1f ms\n", "", "", "",
-            r->final_sync_ms);
+        say("%-12s %6s %4s   ^ append only (nothing waits under never); final journal_sync of "
+            "the unsynced tail: %.1f ms\n",
+            "", "", "", r->final_sync_ms);
     if (o->json) {
         printf("{\"case\":\"journal\",\"policy\":\"%s\",\"record_bytes\":%" PRIu32
                ",\"appenders\":%u,\"waits_for_durable\":%s,\"seconds\":%.3f,\"records\":%" PRIu64
                ",\"records_per_s\":%.1f,\"mb_per_s\":%.3f,\"journal_mb_per_s\":%.3f,"
-               "\"latency_ms\":{\"p50\":%.4f,\"p99\":%.4f,\"p999\":%.4f,\"max\":%.4f,"
-               "\"samples\":%" PRIu64 "},\"syncs\":%" PRIu64 ",\"records_per_sync\":%.2f,"
-               "\"avg_sync_ms\":%.4f,\"cpu_pct\":%.1f,\"context_switches_per_record\":%.3f",
+               "\"latency_ns\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"p999\":%" PRIu64
+               ",\"max\":%" PRIu64 ",\"samples\":%" PRIu64 "},\"syncs\":%" PRIu64
+               ",\"records_per_sync\":%.2f,\"avg_sync_ms\":%.4f,\"sync_busy_pct\":%.1f,"
+               "\"cpu_pct\":%.1f,"
+               "\"context_switches_per_record\":%.3f,\"disk_sync_4k_p50_ms\":%.4f",
                c->pol.name, c->size, c->appenders, c->wait ? "true" : "false", r->secs,
-               r->records, rps, payload_mbps(c, r), journal_mbps(c, r), ms(r->p50), ms(r->p99),
-               ms(r->p999), ms(r->max), r->completed, r->syncs, rec_per_sync, avg_sync_ms,
-               r->cpu_pct, r->csw_per_rec);
+               r->records, rps, payload_mbps(c, r), journal_mbps(c, r), r->p50, r->p99, r->p999,
+               r->max, r->completed, r->syncs, rec_per_sync, avg_sync_ms, busy_pct, r->cpu_pct,
+               r->csw_per_rec, ms(r->disk_p50));
         if (!c->wait)
             printf(",\"final_sync_ms\":%.3f", r->final_sync_ms);
         printf("}\n");
         fflush(stdout);
     }
+}
+
+static void print_legend(void)
+{
+    say("  MB/s: record bodies (10^6 B/s, 20-byte record headers not counted). syncs: fdatasync "
+        "rounds of the group-commit\n"
+        "  thread in the window; ms/sync: their mean duration; busy%%: the share of the window "
+        "they took (no sync is in\n"
+        "  flight the rest of the time). cpu%%: process CPU time / wall time (200 = both cores, "
+        "which the appenders and\n"
+        "  the journal share). csw/r: context switches per record. disk ms: p50 of a raw 4 KiB "
+        "pwrite+fdatasync\n"
+        "  measured just before the case (%d samples).\n",
+        CASE_PROBE_SAMPLES);
 }
 
 static void print_ratios(const struct options *o, const struct raw_result *raw,
@@ -840,9 +909,11 @@ static void print_ratios(const struct options *o, const struct raw_result *raw,
         say("always, %u appenders, %" PRIu32 " B: durable MB/s = %.2f = %.1f %% of raw 1 MiB-"
             "fdatasync bandwidth (%.1f MB/s)\n",
             c->appenders, c->size, mbps, pct, raw->seq_mbps);
+        double times_here = r->disk_p50 ? (double)r->p99 / (double)r->disk_p50 : 0;
         say("always, %u appenders, %" PRIu32 " B: p99 append-to-durable = %.3f ms = %.2f x one "
-            "raw fdatasync (p50 %.3f ms)\n",
-            c->appenders, c->size, ms(r->p99), times, ms(raw->small_p50_ns));
+            "raw fdatasync (p50 %.3f ms; %.2f x the %.3f ms measured just before the case)\n",
+            c->appenders, c->size, ms(r->p99), times, ms(raw->small_p50_ns), times_here,
+            ms(r->disk_p50));
         uint64_t group = (uint64_t)c->appenders * (c->size + JOURNAL_RECORD_HEADER);
         double ceil_pct = -1, ceil_mbps = 0;
         for (unsigned k = 0; k < raw->nceil; k++) {
@@ -859,8 +930,9 @@ static void print_ratios(const struct options *o, const struct raw_result *raw,
         if (o->json) {
             printf("{\"case\":\"ratio\",\"policy\":\"always\",\"record_bytes\":%" PRIu32
                    ",\"appenders\":%u,\"durable_mb_per_s\":%.3f,\"pct_of_raw_bandwidth\":%.2f,"
-                   "\"p99_ms\":%.4f,\"p99_over_raw_sync_p50\":%.3f",
-                   c->size, c->appenders, mbps, pct, ms(r->p99), times);
+                   "\"p99_ms\":%.4f,\"p99_over_raw_sync_p50\":%.3f,"
+                   "\"p99_over_case_disk_p50\":%.3f",
+                   c->size, c->appenders, mbps, pct, ms(r->p99), times, times_here);
             if (ceil_pct >= 0)
                 printf(",\"closed_loop_ceiling_mb_per_s\":%.3f,\"pct_of_ceiling\":%.2f", ceil_mbps,
                        ceil_pct);
@@ -892,9 +964,15 @@ int main(int argc, char **argv)
     }
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    double load[1] = {0};
+    getloadavg(load, 1);
     say("bench_journal: %.1f s per case after %.1f s warm-up, %ld CPUs shared by the appenders "
-        "and the journal's sync thread\n\n",
-        o.seconds, o.warmup, ncpu);
+        "and the journal's sync thread; load average %.2f\n\n",
+        o.seconds, o.warmup, ncpu, load[0]);
+    if (load[0] > (double)ncpu)
+        say("WARNING: other processes keep the CPUs busy (load %.2f > %ld CPUs): the figures "
+            "measure them too\n\n",
+            load[0], ncpu);
 
     int status = 0;
     struct raw_result raw = {0};
@@ -918,9 +996,11 @@ int main(int argc, char **argv)
     print_table_header();
     size_t max_samples = 0;
     unsigned n = 0;
-    for (unsigned s = 0; s < o.nsizes && !interrupted; s++) {
-        for (unsigned t = 0; t < o.nthreads && !interrupted; t++) {
-            for (unsigned p = 0; p < o.npolicies && !interrupted; p++) {
+    /* Policy by policy: the "never" cases write gigabytes and come last, so
+     * their write-back does not slow the durable cases. */
+    for (unsigned p = 0; p < o.npolicies && !interrupted; p++) {
+        for (unsigned s = 0; s < o.nsizes && !interrupted; s++) {
+            for (unsigned t = 0; t < o.nthreads && !interrupted; t++) {
                 struct bench_case *c = &cases[n];
                 c->pol = o.policies[p];
                 c->size = o.sizes[s];
@@ -938,8 +1018,21 @@ int main(int argc, char **argv)
             }
         }
     }
+    print_legend();
     if (interrupted)
         say("(interrupted: %u of %u cases ran)\n", n, ncases);
+    if (!interrupted && raw_probe(root, raw.nsamples, &raw.end_p50_ns, &raw.end_p99_ns) == 0) {
+        say("\n4 KiB pwrite+fdatasync after the cases: p50 %.3f ms, p99 %.3f ms (before: p50 "
+            "%.3f ms)\n",
+            ms(raw.end_p50_ns), ms(raw.end_p99_ns), ms(raw.small_p50_ns));
+        double a = (double)raw.end_p50_ns, b = (double)raw.small_p50_ns;
+        if (a > 2 * b || b > 2 * a)
+            say("WARNING: the disk changed speed during the run (a shared or rate-limited "
+                "device?); compare cases with care, or run again\n");
+        if (o.json)
+            printf("{\"case\":\"raw_end\",\"sync_4k_p50_ms\":%.4f,\"sync_4k_p99_ms\":%.4f}\n",
+                   ms(raw.end_p50_ns), ms(raw.end_p99_ns));
+    }
     print_ratios(&o, &raw, cases, res, n);
 
     struct rusage ru;
@@ -947,9 +1040,12 @@ int main(int argc, char **argv)
     say("\npeak RSS: %.1f MiB (includes the latency sample arrays, at most %.1f MiB in one "
         "case)\n",
         (double)ru.ru_maxrss / 1024.0, (double)max_samples / MIB);
+    getloadavg(load, 1);
+    say("load average at the end: %.2f\n", load[0]);
     if (o.json)
-        printf("{\"case\":\"process\",\"peak_rss_kib\":%ld,\"max_sample_bytes\":%zu}\n",
-               ru.ru_maxrss, max_samples);
+        printf("{\"case\":\"process\",\"peak_rss_kib\":%ld,\"max_sample_bytes\":%zu,"
+               "\"load_average_end\":%.2f}\n",
+               ru.ru_maxrss, max_samples, load[0]);
     free(cases);
     free(res);
 

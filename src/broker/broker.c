@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/crc32c.h"
 #include "base/log.h"
 #include "broker/broker_int.h"
 #include "coyote.h"
@@ -117,8 +118,25 @@ int broker_wait_durable(struct broker *b, const struct broker_wait *w)
 
 /* ---- namespaces ------------------------------------------------------------ */
 
-static void ns_dirname(struct bstr name, char *out, size_t len)
+/* Directory name of a namespace: the name percent-encoded, or — when that is
+ * longer than NS_DIRNAME_MAX (file names stop at 255 bytes) — "~" and a
+ * 64-bit hash, with the real name in the directory's NAME file. '~' never
+ * appears in an encoded name. Returns true for the hashed form. */
+#define NS_DIRNAME_MAX 200
+static bool ns_dirname(struct bstr name, char *out, size_t len)
 {
+    size_t enc = 0;
+    for (size_t i = 0; i < name.n; i++) {
+        unsigned char c = (unsigned char)name.p[i];
+        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '-' || c == '_' || c == '=' || c == '+';
+        enc += plain ? 1 : 3;
+    }
+    if (enc > NS_DIRNAME_MAX) {
+        uint32_t h1 = crc32c(0, name.p, name.n), h2 = crc32c(0x9E3779B9u, name.p, name.n);
+        snprintf(out, len, "~%08x%08x", h1, h2);
+        return true;
+    }
     size_t k = 0;
     for (size_t i = 0; i < name.n && k + 4 < len; i++) {
         unsigned char c = (unsigned char)name.p[i];
@@ -130,6 +148,7 @@ static void ns_dirname(struct bstr name, char *out, size_t len)
             k += (size_t)snprintf(out + k, len - k, "%%%02X", c);
     }
     out[k] = 0;
+    return false;
 }
 
 static bool ns_name_from_dir(const char *d, char *out, size_t len, size_t *n)
@@ -150,6 +169,38 @@ static bool ns_name_from_dir(const char *d, char *out, size_t len, size_t *n)
     }
     *n = k;
     return k > 0;
+}
+
+/* Write dir/NAME durably (a hashed namespace directory's real name). If it
+ * exists it must hold the same name (a hash collision is refused). */
+static int ns_write_name(const struct fileops *fo, const char *dir, struct bstr name)
+{
+    char path[4200], tmp[4200];
+    snprintf(path, sizeof path, "%.4096s/NAME", dir);
+    snprintf(tmp, sizeof tmp, "%.4096s/NAME.tmp", dir);
+    uint8_t *have = NULL;
+    size_t hl = 0;
+    int rc = fo_read_file(fo, path, 4096, &have, &hl);
+    if (rc == 0) {
+        bool same = hl == name.n && memcmp(have, name.p, hl) == 0;
+        free(have);
+        return same ? 0 : CY_EINVAL;
+    }
+    rc = fo_mkdirs(fo, dir);
+    if (rc)
+        return rc;
+    int fd = fo->open(fo->ctx, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return fd;
+    rc = fo_write_all(fo, fd, name.p, name.n, 0);
+    if (!rc)
+        rc = fo->datasync(fo->ctx, fd);
+    fo->close(fo->ctx, fd);
+    if (!rc)
+        rc = fo->rename(fo->ctx, tmp, path);
+    if (!rc)
+        rc = fo->sync_dir(fo->ctx, dir);
+    return rc;
 }
 
 static struct broker_ns *ns_find(struct broker *b, struct bstr name)
@@ -349,8 +400,16 @@ static int ns_open(struct broker *b, struct bstr name, struct broker_ns **out)
     ns->info.name.n = name.n;
 
     char enc[1024], dir[4096];
-    ns_dirname(name, enc, sizeof enc);
+    bool hashed = ns_dirname(name, enc, sizeof enc);
     snprintf(dir, sizeof dir, "%s/ns/%s", b->data_dir, enc);
+    const struct fileops *fo = b->cfg.fo ? b->cfg.fo : &fileops_posix;
+    if (hashed) {
+        int rc = ns_write_name(fo, dir, name);
+        if (rc) {
+            ns_free(ns);
+            return rc;
+        }
+    }
     struct store_config sc = {
         .fo = b->cfg.fo,
         .dir = dir,
@@ -417,7 +476,22 @@ static int open_ns_cb(void *arg, const char *dname)
     struct open_ctx *c = arg;
     char name[300];
     size_t n;
-    if (!ns_name_from_dir(dname, name, sizeof name, &n)) {
+    if (dname[0] == '~') {
+        char path[4096];
+        uint8_t *data = NULL;
+        size_t len = 0;
+        const struct fileops *fo = c->b->cfg.fo ? c->b->cfg.fo : &fileops_posix;
+        snprintf(path, sizeof path, "%s/ns/%s/NAME", c->b->data_dir, dname);
+        int rc = fo_read_file(fo, path, sizeof name - 1, &data, &len);
+        if (rc) {
+            log_warn("data directory: ignoring ns/%s (no readable NAME file: %s)", dname,
+                     cy_strerror(rc));
+            return 0;
+        }
+        memcpy(name, data, len);
+        free(data);
+        n = len;
+    } else if (!ns_name_from_dir(dname, name, sizeof name, &n)) {
         log_warn("data directory: ignoring ns/%s (not a namespace directory name)", dname);
         return 0;
     }
@@ -649,9 +723,16 @@ void broker_tick(struct broker *b)
         topic_retention_tick(ns, now);
         const struct broker_retention *r = &ns->info.retention;
         if (r->has_period || r->has_size) {
+            /* Journal the partitions' new starts (with their byte counts)
+             * while the messages are still there, then delete segments. */
+            uint64_t cut;
             int deleted;
-            int rc = store_retain(ns->store, now, r->has_period ? r->period_ms : 0,
-                                  r->has_size ? r->size_bytes : 0, &deleted);
+            int rc = store_retain_point(ns->store, now, r->has_period ? r->period_ms : 0,
+                                        r->has_size ? r->size_bytes : 0, &cut);
+            if (!rc)
+                rc = topic_retention_cut(ns, cut);
+            if (!rc)
+                rc = store_retain_to(ns->store, cut, &deleted);
             if (rc)
                 log_warn("namespace %.*s: retention failed: %s", (int)ns->name_len, ns->name,
                          cy_strerror(rc));
@@ -662,6 +743,15 @@ void broker_tick(struct broker *b)
                      cy_strerror(rc));
     }
     b->last_tick_ms = mono;
+}
+
+int broker_ns_journal_stats(struct broker *b, struct bstr name, struct journal_stats *out)
+{
+    struct broker_ns *ns = ns_find(b, name);
+    if (!ns)
+        return CY_ENOTFOUND;
+    journal_get_stats(store_journal(ns->store), out);
+    return 0;
 }
 
 int broker_dump_state(struct broker *b, struct buf *out)

@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "storage/journal.h"
 
@@ -44,6 +45,11 @@ struct bstr {
     size_t n;
 };
 #define BSTR(lit) ((struct bstr){(lit), sizeof(lit) - 1})
+
+static inline bool bstr_is_default(struct bstr s)
+{
+    return s.n == 7 && memcmp(s.p, "default", 7) == 0;
+}
 
 struct broker_error {
     int status;          /* HTTP status: 400, 422, 500, 503 */
@@ -403,6 +409,9 @@ uint32_t broker_available(struct broker *b, enum broker_mode mode,
  * (publish, ack, nack, configure, seek, trim, clock advance): long-poll
  * waiters re-check when it moved. */
 uint64_t broker_change_seq(struct broker *b);
+
+/* The journal statistics of a namespace (metrics). 0 or CY_ENOTFOUND. */
+int broker_ns_journal_stats(struct broker *b, struct bstr ns, struct journal_stats *out);
 
 /* ---- for tests: a canonical dump of all state (equal states give equal
  * bytes), used by the determinism tests. --------------------------------- */

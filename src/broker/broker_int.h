@@ -157,6 +157,9 @@ int topic_save(struct topic *t, struct buf *out);
 int topic_load(struct broker_ns *ns, struct reader *r);
 /* Periodic retention of a namespace (age, topic bytes): journals trims. */
 void topic_retention_tick(struct broker_ns *ns, uint64_t now);
+/* Journal trims moving every partition's start past journal position cut
+ * (segments before it are about to be deleted). */
+int topic_retention_cut(struct broker_ns *ns, uint64_t cut);
 /* Publish copies of messages into topic `dlq` (the same namespace) inside a
  * publish record whose extra carries the command in b->cmdbuf. */
 int topic_publish_copies(struct broker_ns *ns, struct topic *dlq, struct topic *src,

@@ -49,12 +49,14 @@
 #define COYOTE_BROKER_QGROUP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/buf.h"
 
 #define QGROUP_MAX_PARTITIONS 64
 #define QGROUP_MAX_RETRY 100
+#define QGROUP_DEFAULT_FIFO_WINDOW 10000 /* qgroup_new(fifo, 0) uses it */
 
 struct qgroup_config {
     uint32_t retry_count;
@@ -111,6 +113,9 @@ struct qgroup;
 struct qgroup *qgroup_new(bool fifo, uint32_t fifo_window);
 void qgroup_free(struct qgroup *g);
 bool qgroup_is_fifo(const struct qgroup *g);
+/* How many per-message entries the group holds (in flight, waiting, blocked,
+ * dead): a memory gauge for metrics and tests. */
+size_t qgroup_touched(const struct qgroup *g);
 const struct qgroup_config *qgroup_config(const struct qgroup *g);
 /* Replace the configuration (apply). */
 void qgroup_configure(struct qgroup *g, const struct qgroup_config *cfg);

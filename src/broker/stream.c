@@ -10,7 +10,9 @@
  *
  * Records:
  *   CMD_STREAM_RECEIVE  group, init (u8; then u32 n + n cursors), u32 n leases
- *                       × (partition, lease_until, last)
+ *                       × (partition, lease_until, last, cursor) — cursor gives
+ *                       the group a position on a partition it had none for
+ *                       (one added after the group started)
  *   CMD_STREAM_COMMIT   group, partition, offset
  *   CMD_STREAM_SEEK     group, u32 n × (partition, cursor, u8 release)
  */
@@ -51,6 +53,11 @@ int stream_apply(struct broker_ns *ns, uint8_t cmd, struct reader *r)
                 return CY_ECORRUPT;
             g->sp[p].lease_until = rd_u64(r);
             g->sp[p].last = rd_u64(r);
+            uint64_t cursor = rd_u64(r);
+            if (!g->sp[p].init) {
+                g->sp[p].init = true;
+                g->sp[p].cursor = cursor;
+            }
         }
         return r->err;
     }
@@ -204,6 +211,7 @@ int broker_stream_receive(struct broker *b, const struct broker_receive_req *req
             buf_put_u32(&b->cmdbuf, lp[i]);
             buf_put_u64(&b->cmdbuf, now + lease);
             buf_put_u64(&b->cmdbuf, llast[i]);
+            buf_put_u64(&b->cmdbuf, cursors[lp[i]]);
         }
         struct broker_wait w;
         rc = ns_append_cmd(ns, now, &w, err);

@@ -241,9 +241,11 @@ int topic_decode_outs(struct broker *b, size_t n, const size_t *at, const uint32
         b->hdrs_cap = total;
     }
     size_t used = 0;
+    static struct broker_header none[1];
     for (size_t i = 0; i < n; i++) {
         struct broker_msg_out *o = &b->outs[i];
-        int rc = msg_decode(b->raw.data + at[i], len[i], o, b->hdrs + used, total - used);
+        struct broker_header *h = b->hdrs ? b->hdrs + used : none;
+        int rc = msg_decode(b->raw.data + at[i], len[i], o, h, total - used);
         if (rc)
             return rc;
         used += o->n_headers;
@@ -427,9 +429,10 @@ int broker_publish(struct broker *b, const struct broker_publish_req *req,
         return 0;
     uint64_t now = broker_now(b);
     if (t && req->has_idempotency_key) {
-        dedup_expire(t, now);
+        /* Only journaled publishes drop expired entries (dedup_expire runs in
+         * apply), so the state stays a function of the journal. */
         struct dedup *d = hmap_get(t->dedup, req->idempotency_key.p, req->idempotency_key.n);
-        if (d) {
+        if (d && d->expires > now) {
             *res = d->res;
             res->duplicate = true;
             /* The original may not be durable yet: wait for everything so far. */
@@ -657,15 +660,11 @@ int topic_apply_trim(struct broker_ns *ns, struct reader *r)
 static uint64_t bytes_between(struct topic *t, uint32_t p, uint64_t from, uint64_t to)
 {
     uint64_t sum = 0;
-    struct buf scratch = BUF_INIT;
     for (uint64_t o = from; o < to; o++) {
         struct index_entry e;
-        buf_reset(&scratch);
-        /* only the entry is needed: use the index through a zero-length read */
-        if (store_read_msg(t->ns->store, part_id_of(t->id, p), o, &scratch, &e) == 0)
+        if (store_read_entry(t->ns->store, part_id_of(t->id, p), o, &e) == 0)
             sum += e.len;
     }
-    buf_free(&scratch);
     return sum;
 }
 
@@ -756,6 +755,29 @@ int broker_topic_trim(struct broker *b, const struct broker_trim_req *req,
     return 0;
 }
 
+int topic_retention_cut(struct broker_ns *ns, uint64_t cut)
+{
+    if (cut <= journal_start(store_journal(ns->store)))
+        return 0;
+    for (uint32_t i = 0; i < ns->n_topics; i++) {
+        struct topic *t = ns->by_id[i];
+        uint64_t new_first[BROKER_MAX_PARTITIONS];
+        for (uint32_t p = 0; p < t->partitions; p++) {
+            uint64_t off;
+            new_first[p] = t->parts[p].first;
+            if (store_part_first_at(ns->store, part_id_of(t->id, p), cut, &off) == 0 &&
+                off > new_first[p])
+                new_first[p] = off;
+        }
+        struct broker_error err;
+        struct broker_wait w;
+        int rc = trim_to(t, new_first, &w, &err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 void topic_retention_tick(struct broker_ns *ns, uint64_t now)
 {
     const struct broker_retention *r = &ns->info.retention;
@@ -776,34 +798,26 @@ void topic_retention_tick(struct broker_ns *ns, uint64_t now)
             uint64_t excess = total - r->topic_bytes;
             while (excess) {
                 int best = -1;
-                uint64_t best_ts = UINT64_MAX;
-                struct index_entry e;
-                struct buf scratch = BUF_INIT;
+                uint64_t best_ts = UINT64_MAX, best_len = 0;
                 for (uint32_t p = 0; p < t->partitions; p++) {
                     uint64_t first, next;
+                    struct index_entry e;
                     topic_bounds(t, p, &first, &next);
                     if (new_first[p] < first)
                         new_first[p] = first;
                     if (new_first[p] >= next)
                         continue;
-                    buf_reset(&scratch);
-                    if (store_read_msg(ns->store, part_id_of(t->id, p), new_first[p], &scratch,
-                                       &e) == 0 &&
+                    if (store_read_entry(ns->store, part_id_of(t->id, p), new_first[p], &e) == 0 &&
                         e.timestamp_ms < best_ts) {
                         best_ts = e.timestamp_ms;
+                        best_len = e.len;
                         best = (int)p;
                     }
                 }
-                if (best < 0) {
-                    buf_free(&scratch);
+                if (best < 0)
                     break;
-                }
-                buf_reset(&scratch);
-                store_read_msg(ns->store, part_id_of(t->id, (uint32_t)best),
-                               new_first[best], &scratch, &e);
-                buf_free(&scratch);
                 new_first[best]++;
-                excess = e.len >= excess ? 0 : excess - e.len;
+                excess = best_len >= excess ? 0 : excess - best_len;
             }
         }
         struct broker_error err;

@@ -260,6 +260,20 @@ int store_part_seek_time(struct store *s, uint64_t part_id, uint64_t ts, uint64_
     return rc;
 }
 
+int store_read_entry(struct store *s, uint64_t part_id, uint64_t offset, struct index_entry *e)
+{
+    struct part *p = part_find(s, part_id);
+    if (!p)
+        return CY_ERANGE;
+    uint64_t first;
+    int rc = store_part_first(s, part_id, &first);
+    if (rc)
+        return rc;
+    if (offset < first)
+        return CY_ERANGE;
+    return index_lookup(p->ix, offset, e);
+}
+
 int store_read_msg(struct store *s, uint64_t part_id, uint64_t offset, struct buf *out,
                    struct index_entry *e_out)
 {
@@ -375,10 +389,10 @@ int store_maybe_checkpoint(struct store *s, uint64_t now_mono_ms)
 
 /* ---- retention ---------------------------------------------------------- */
 
-int store_retain(struct store *s, uint64_t now_ms, uint64_t max_age_ms, uint64_t max_bytes,
-                 int *deleted)
+int store_retain_point(struct store *s, uint64_t now_ms, uint64_t max_age_ms,
+                       uint64_t max_bytes, uint64_t *cut)
 {
-    *deleted = 0;
+    *cut = journal_start(s->j);
     uint64_t snaps[2];
     int ns = snapshot_list(s->fo, s->snap_dir, snaps, 2);
     if (ns <= 0)
@@ -394,8 +408,6 @@ int store_retain(struct store *s, uint64_t now_ms, uint64_t max_age_ms, uint64_t
         return CY_ENOMEM;
     n = journal_segments(s->j, segs, n);
     uint64_t end = journal_end(s->j);
-    uint64_t cut = journal_start(s->j);
-    int count = 0;
     for (int i = 0; i + 1 < n; i++) {
         if (segs[i].end > limit)
             break;
@@ -403,16 +415,23 @@ int store_retain(struct store *s, uint64_t now_ms, uint64_t max_age_ms, uint64_t
         bool big = max_bytes && end - segs[i].base > max_bytes;
         if (!old && !big)
             break;
-        cut = segs[i].end;
-        count++;
+        *cut = segs[i].end;
     }
     free(segs);
-    if (!count)
+    return 0;
+}
+
+int store_retain_to(struct store *s, uint64_t cut, int *deleted)
+{
+    *deleted = 0;
+    uint64_t start = journal_start(s->j);
+    if (cut <= start)
         return 0;
+    int before = journal_segments(s->j, NULL, 0);
     int rc = journal_delete_before(s->j, cut);
     if (rc)
         return rc;
-    *deleted = count;
+    *deleted = before - journal_segments(s->j, NULL, 0);
     /* Give the index space of removed messages back. */
     size_t it = 0;
     const void *k;
@@ -428,6 +447,25 @@ int store_retain(struct store *s, uint64_t now_ms, uint64_t max_age_ms, uint64_t
             return rc;
     }
     return 0;
+}
+
+int store_retain(struct store *s, uint64_t now_ms, uint64_t max_age_ms, uint64_t max_bytes,
+                 int *deleted)
+{
+    uint64_t cut;
+    *deleted = 0;
+    int rc = store_retain_point(s, now_ms, max_age_ms, max_bytes, &cut);
+    return rc ? rc : store_retain_to(s, cut, deleted);
+}
+
+int store_part_first_at(struct store *s, uint64_t part_id, uint64_t pos, uint64_t *offset)
+{
+    struct part *p = part_find(s, part_id);
+    if (!p) {
+        *offset = 0;
+        return 0;
+    }
+    return index_seek_pos(p->ix, pos, offset);
 }
 
 /* ---- recovery ----------------------------------------------------------- */

@@ -115,6 +115,10 @@ int store_part_seek_time(struct store *s, uint64_t part_id, uint64_t ts, uint64_
 int store_read_msg(struct store *s, uint64_t part_id, uint64_t offset, struct buf *out,
                    struct index_entry *e);
 
+/* The index entry of one message, without reading it. CY_ERANGE when the
+ * offset is not stored. */
+int store_read_entry(struct store *s, uint64_t part_id, uint64_t offset, struct index_entry *e);
+
 uint64_t store_durable(struct store *s);
 int store_wait_durable(struct store *s, uint64_t pos, int timeout_ms);
 
@@ -129,6 +133,15 @@ int store_maybe_checkpoint(struct store *s, uint64_t now_mono_ms);
  * kept checkpoint covers. *deleted receives the segment count. */
 int store_retain(struct store *s, uint64_t now_ms, uint64_t max_age_ms, uint64_t max_bytes,
                  int *deleted);
+/* The same in two steps, so the layer above can act on the messages before
+ * they go: where retention would cut (*cut == journal start: nothing), then
+ * the cut itself. */
+int store_retain_point(struct store *s, uint64_t now_ms, uint64_t max_age_ms,
+                       uint64_t max_bytes, uint64_t *cut);
+int store_retain_to(struct store *s, uint64_t cut, int *deleted);
+/* The first offset of a partition whose message lies at or after journal
+ * position pos (store_part_next when none). */
+int store_part_first_at(struct store *s, uint64_t part_id, uint64_t pos, uint64_t *offset);
 
 struct store_stats {
     uint64_t journal_start, journal_end, journal_durable;

@@ -1,0 +1,621 @@
+/*
+ * http.c — the event loop and the HTTP glue (see http.h).
+ *
+ * A request's life:
+ *
+ *   READING ──(body complete)──► attempt ──► READY ──(send)──► done
+ *      │                            │  ▲
+ *      │ (error: 4xx at once)       │  └── WAIT_POLL (suspended; retried on change,
+ *      ▼                            │       at its wake time, at its deadline)
+ *    done                           └────► WAIT_DURABLE (suspended; resumed when
+ *                                          the journal reached its position)
+ *
+ * Invariants:
+ *   1. A response to a mutating call under --fsync=always is queued only once
+ *      broker_is_durable() says so; a journal failure turns it into 503
+ *      storage_unavailable (nothing acknowledged).
+ *   2. At most max-body-bytes of a body are ever buffered.
+ *   3. Only this thread touches the broker and MHD.
+ */
+#include "server/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "coyote.h"
+#include "server/api.h"
+#include "server/metrics.h"
+
+enum req_state { RS_READING, RS_WAIT_POLL, RS_WAIT_DURABLE, RS_READY, RS_DONE };
+
+struct http_req {
+    struct server *s;
+    struct MHD_Connection *conn;
+    enum req_state state;
+    bool suspended;
+    bool parked;
+    bool too_big;
+    struct http_req *prev, *next; /* the parked list */
+    enum codec_format req_fmt;
+    struct buf body;
+    struct arena arena;
+    struct api_call call;
+    char op[128];
+};
+
+struct server {
+    struct server_config cfg;
+    struct broker *b;
+    struct api_ctx api;
+    struct MHD_Daemon *mhd;
+    int epfd, wakefd, sigfd;
+    unsigned port;
+    struct http_req *parked;
+    unsigned active;
+    bool stopping;
+    uint64_t seen_seq;
+    uint64_t responses[6]; /* by status class 1xx..5xx */
+    uint64_t started_ms;
+};
+
+static void park(struct http_req *r)
+{
+    if (r->parked)
+        return;
+    struct server *s = r->s;
+    r->next = s->parked;
+    r->prev = NULL;
+    if (s->parked)
+        s->parked->prev = r;
+    s->parked = r;
+    r->parked = true;
+}
+
+static void unpark(struct http_req *r)
+{
+    if (!r->parked)
+        return;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        r->s->parked = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->parked = false;
+}
+
+static enum MHD_Result send_body(struct http_req *r, int status, const char *ctype, const void *p,
+                                 size_t n)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(n, (void *)p, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    if (status >= 100 && status < 600)
+        r->s->responses[status / 100]++;
+    r->state = RS_DONE;
+    return rc;
+}
+
+static const char *ctype_of(enum codec_format f)
+{
+    return f == FORMAT_MSGPACK ? "application/msgpack" : "application/json";
+}
+
+static enum MHD_Result send_out(struct http_req *r, int status, struct out *o)
+{
+    if (out_finish(o)) {
+        log_error("response to %s was malformed (a bug); answering 500", r->op);
+        out_free(o);
+        out_init(o, o->fmt);
+        api_error_body(o, "internal_error", "The server built a malformed response.", NULL);
+        status = 500;
+    }
+    return send_body(r, status, ctype_of(o->fmt), o->buf.data, o->buf.len);
+}
+
+/* An error decided by the HTTP layer, in the negotiated format. */
+static enum MHD_Result send_error(struct http_req *r, enum codec_format fmt, int status,
+                                  const char *code, const char *detail)
+{
+    struct out o;
+    out_init(&o, fmt);
+    api_error_body(&o, code, detail, NULL);
+    enum MHD_Result rc = send_out(r, status, &o);
+    out_free(&o);
+    if (status >= 500)
+        r->s->api.stats.errors_5xx++;
+    else
+        r->s->api.stats.errors_4xx++;
+    return rc;
+}
+
+/* ---- one attempt of an operation --------------------------------------------------- */
+
+/* Run the operation once. Returns true when the response is READY. */
+static bool attempt(struct http_req *r)
+{
+    struct server *s = r->s;
+    uint64_t now = clock_mono_ms();
+    r->call.now_mono_ms = now;
+    r->call.final = s->stopping || (r->call.deadline_ms && now >= r->call.deadline_ms);
+    out_free(&r->call.out);
+    out_init(&r->call.out, r->call.fmt);
+    /* call.wait is kept across attempts: an earlier attempt may have journaled
+     * something (a new stream group's start) the answer must wait for. */
+    enum api_result res = api_handle(&s->api, &r->call);
+    if (res == API_POLL) {
+        r->state = RS_WAIT_POLL;
+        park(r);
+        return false;
+    }
+    bool failed;
+    if (!broker_is_durable(s->b, &r->call.wait, &failed)) {
+        r->state = RS_WAIT_DURABLE;
+        park(r);
+        return false;
+    }
+    if (failed) {
+        out_free(&r->call.out);
+        out_init(&r->call.out, r->call.fmt);
+        api_error_body(&r->call.out, "storage_unavailable",
+                       "The message log cannot be written; nothing was acknowledged.", NULL);
+        r->call.status = 503;
+    }
+    unpark(r);
+    r->state = RS_READY;
+    return true;
+}
+
+/* ---- routing ------------------------------------------------------------------------ */
+
+static bool token_ok(struct server *s, struct MHD_Connection *c, int *status, const char **code,
+                     const char **detail)
+{
+    if (!s->cfg.admin_token[0])
+        return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    *status = 401;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !h[7]) {
+        *code = "auth_required";
+        *detail = "This server needs 'Authorization: Bearer <token>'.";
+        return false;
+    }
+    /* Constant time in the token's content (the length is not secret). */
+    const char *given = h + 7;
+    size_t gl = strlen(given), tl = strlen(s->cfg.admin_token);
+    unsigned char diff = (unsigned char)(gl != tl);
+    for (size_t i = 0; i < tl; i++)
+        diff |= (unsigned char)(s->cfg.admin_token[i] ^ (i < gl ? given[i] : 0));
+    if (diff) {
+        *code = "invalid_token";
+        *detail = "The bearer token is not valid.";
+        return false;
+    }
+    return true;
+}
+
+static enum MHD_Result first_call(struct http_req *r, const char *url, const char *method)
+{
+    struct server *s = r->s;
+    struct MHD_Connection *c = r->conn;
+    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+    enum codec_format plain = codec_negotiate(accept, FORMAT_JSON);
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+
+    if (!strcmp(url, "/api/v1.health.ping")) {
+        if (!get)
+            return send_error(r, plain, 405, "method_not_allowed", "Use GET for this route.");
+        struct out o;
+        out_init(&o, plain);
+        out_map(&o, 1);
+        out_key(&o, "ok");
+        out_bool(&o, true);
+        enum MHD_Result rc = send_out(r, 200, &o);
+        out_free(&o);
+        return rc;
+    }
+    if (!strcmp(url, "/metrics")) {
+        if (!get)
+            return send_error(r, plain, 405, "method_not_allowed", "Use GET for this route.");
+        struct buf m = BUF_INIT;
+        metrics_render(s->b, &s->api, s->responses, &m);
+        enum MHD_Result rc = send_body(r, 200, "text/plain; version=0.0.4; charset=utf-8",
+                                       m.data ? (const char *)m.data : "", m.len);
+        buf_free(&m);
+        return rc;
+    }
+    if (strncmp(url, "/api/", 5) != 0 || !api_known_op(&s->api, url + 5, strlen(url + 5)))
+        return send_error(r, plain, 404, "not_found", "No such route.");
+    if (strcmp(method, "POST") != 0)
+        return send_error(r, plain, 405, "method_not_allowed", "Operations use POST.");
+    snprintf(r->op, sizeof r->op, "%s", url + 5);
+
+    int status;
+    const char *code, *detail;
+    if (!token_ok(s, c, &status, &code, &detail))
+        return send_error(r, plain, status, code, detail);
+
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    int k = codec_content_type(ct, &r->req_fmt);
+    enum codec_format rf = codec_negotiate(accept, k == 0 ? r->req_fmt : FORMAT_JSON);
+    if (k == -2)
+        return send_error(r, rf, 400, "missing_content_type",
+                          "Content-Type must be application/json or application/msgpack.");
+    if (k != 0)
+        return send_error(r, rf, 400, "invalid_content_type",
+                          "Content-Type must be application/json or application/msgpack.");
+    r->call.fmt = rf;
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > s->cfg.max_body_bytes)
+        return send_error(r, rf, 413, "payload_too_large", "The request body is too large.");
+    r->state = RS_READING;
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    struct server *s = cls;
+    struct http_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->s = s;
+        r->conn = conn;
+        r->state = RS_DONE;
+        arena_init(&r->arena);
+        out_init(&r->call.out, FORMAT_JSON);
+        *con_cls = r;
+        s->active++;
+        return first_call(r, url, method);
+    }
+    if (*upload_size) {
+        if (r->state == RS_READING && !r->too_big) {
+            if (r->body.len + *upload_size > r->s->cfg.max_body_bytes) {
+                r->too_big = true; /* stop buffering; the rest is read and dropped */
+                buf_free(&r->body);
+            } else {
+                buf_put(&r->body, upload_data, *upload_size);
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->suspended) {
+        r->suspended = false; /* we were resumed */
+    }
+    switch (r->state) {
+    case RS_READING: {
+        if (r->too_big)
+            return send_error(r, r->call.fmt, 413, "payload_too_large",
+                              "The request body is too large.");
+        if (buf_err(&r->body))
+            return send_error(r, r->call.fmt, 500, "internal_error", "Out of memory.");
+        char detail[256] = "", location[64] = "";
+        struct val *v = NULL;
+        enum codec_err ce =
+            r->req_fmt == FORMAT_MSGPACK
+                ? codec_parse_msgpack(r->body.data, r->body.len, &r->arena, &v, detail,
+                                      sizeof detail, location, sizeof location)
+                : codec_parse_json(r->body.data, r->body.len, &r->arena, &v, detail,
+                                   sizeof detail, location, sizeof location);
+        if (ce == CODEC_EDUPKEY) {
+            struct out o;
+            out_init(&o, r->call.fmt);
+            api_error_body(&o, "invalid_data", detail, location);
+            enum MHD_Result rc = send_out(r, 422, &o);
+            out_free(&o);
+            s->api.stats.errors_4xx++;
+            return rc;
+        }
+        if (ce == CODEC_ENOMEM)
+            return send_error(r, r->call.fmt, 500, "internal_error", "Out of memory.");
+        if (ce != CODEC_OK)
+            return send_error(r, r->call.fmt, 400, "invalid_encoding",
+                              detail[0] ? detail : "The body is not valid.");
+        r->call.op = r->op;
+        r->call.op_len = strlen(r->op);
+        r->call.body = v;
+        if (!attempt(r)) {
+            MHD_suspend_connection(conn);
+            r->suspended = true;
+            return MHD_YES;
+        }
+    }
+        __attribute__((fallthrough)); /* ready */
+    case RS_READY: {
+        int status = r->call.status ? r->call.status : 200;
+        return send_out(r, status, &r->call.out);
+    }
+    case RS_WAIT_POLL:
+    case RS_WAIT_DURABLE:
+        /* Resumed early (shutdown path re-checks): keep waiting. */
+        MHD_suspend_connection(conn);
+        r->suspended = true;
+        return MHD_YES;
+    case RS_DONE: return MHD_YES;
+    }
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)toe;
+    struct server *s = cls;
+    struct http_req *r = *con_cls;
+    if (!r)
+        return;
+    unpark(r);
+    buf_free(&r->body);
+    arena_free(&r->arena);
+    out_free(&r->call.out);
+    free(r);
+    *con_cls = NULL;
+    s->active--;
+}
+
+/* ---- the loop ------------------------------------------------------------------------ */
+
+/* Retry pollers and resume what became ready. Returns the earliest time
+ * (monotonic ms) a parked request wants attention, or UINT64_MAX; *resumed
+ * counts the connections resumed (MHD must run to answer them). */
+static uint64_t service_parked(struct server *s, unsigned *resumed)
+{
+    *resumed = 0;
+    uint64_t now = clock_mono_ms(), next = UINT64_MAX;
+    uint64_t seq = broker_change_seq(s->b);
+    bool changed = seq != s->seen_seq;
+    s->seen_seq = seq;
+    struct http_req *r = s->parked;
+    while (r) {
+        struct http_req *nx = r->next;
+        bool ready = false;
+        if (r->state == RS_WAIT_DURABLE) {
+            bool failed;
+            if (broker_is_durable(s->b, &r->call.wait, &failed)) {
+                if (failed) {
+                    out_free(&r->call.out);
+                    out_init(&r->call.out, r->call.fmt);
+                    api_error_body(&r->call.out, "storage_unavailable",
+                                   "The message log cannot be written; nothing was "
+                                   "acknowledged.",
+                                   NULL);
+                    r->call.status = 503;
+                }
+                unpark(r);
+                r->state = RS_READY;
+                ready = true;
+            }
+        } else if (r->state == RS_WAIT_POLL) {
+            bool due = changed || s->stopping || now >= r->call.wake_ms ||
+                       (r->call.deadline_ms && now >= r->call.deadline_ms);
+            if (due)
+                ready = attempt(r);
+            if (!ready && r->state == RS_WAIT_POLL) {
+                if (r->call.wake_ms < next)
+                    next = r->call.wake_ms;
+                if (r->call.deadline_ms && r->call.deadline_ms < next)
+                    next = r->call.deadline_ms;
+            }
+        }
+        if (ready && r->suspended) {
+            r->suspended = false;
+            MHD_resume_connection(r->conn);
+            (*resumed)++;
+        }
+        r = nx;
+    }
+    return next;
+}
+
+static int add_fd(int epfd, int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+}
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof host)
+        return CY_EINVAL;
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = 0;
+    char *h = host;
+    if (h[0] == '[') { /* [::1]:8624 */
+        h++;
+        size_t n = strlen(h);
+        if (!n || h[n - 1] != ']')
+            return CY_EINVAL;
+        h[n - 1] = 0;
+    }
+    char *end;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (!colon[1] || *end || port > 65535)
+        return CY_EINVAL;
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    if (getaddrinfo(h, colon + 1, &hints, &ai) || !ai) {
+        /* a name such as localhost */
+        hints.ai_flags = AI_NUMERICSERV;
+        if (getaddrinfo(h, colon + 1, &hints, &ai) || !ai)
+            return CY_EINVAL;
+    }
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+void server_wake(void *arg)
+{
+    uint64_t one = 1;
+    ssize_t w = write(*(int *)arg, &one, sizeof one);
+    (void)w; /* EAGAIN: a wake-up is pending already */
+}
+
+int server_start(const struct server_config *cfg, struct broker *b, int wakefd,
+                 struct server **out)
+{
+    struct server *s = calloc(1, sizeof *s);
+    if (!s)
+        return CY_ENOMEM;
+    s->cfg = *cfg;
+    s->b = b;
+    s->api.b = b;
+    s->api.test_clock = cfg->test_clock;
+    s->api.limits = cfg->limits;
+    s->epfd = s->wakefd = s->sigfd = -1;
+    s->started_ms = clock_mono_ms();
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (parse_listen(cfg->listen, &ss, &sl)) {
+        log_error("--listen: '%s' is not host:port", cfg->listen);
+        free(s);
+        return CY_EINVAL;
+    }
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)10000,
+                              MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_END);
+    if (!s->mhd) {
+        log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
+        free(s);
+        return -EADDRINUSE;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : 0;
+    di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    s->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    int rc = (!di || s->sigfd < 0 || s->epfd < 0) ? -errno : 0;
+    if (!rc)
+        rc = add_fd(s->epfd, di->epoll_fd);
+    if (!rc)
+        rc = add_fd(s->epfd, s->sigfd);
+    s->wakefd = wakefd;
+    if (!rc && wakefd >= 0)
+        rc = add_fd(s->epfd, wakefd);
+    if (rc) {
+        log_error("cannot set up the event loop: %s", cy_strerror(rc));
+        server_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+unsigned server_port(const struct server *s)
+{
+    return s->port;
+}
+
+int server_run(struct server *s)
+{
+    uint64_t stop_at = 0, last_tick = clock_mono_ms();
+    bool quiesced = false;
+    for (;;) {
+        unsigned resumed;
+        uint64_t next = service_parked(s, &resumed);
+        if (resumed) /* answer them now, not after the next epoll wake-up */
+            MHD_run(s->mhd);
+        uint64_t now = clock_mono_ms();
+        MHD_UNSIGNED_LONG_LONG mt;
+        int timeout = 1000;
+        if (MHD_get_timeout(s->mhd, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)timeout)
+            timeout = (int)mt;
+        if (next != UINT64_MAX)
+            timeout = next <= now ? 0 : (next - now < (uint64_t)timeout ? (int)(next - now)
+                                                                          : timeout);
+        if (s->stopping)
+            timeout = timeout > 50 ? 50 : timeout;
+        struct epoll_event evs[8];
+        int n = epoll_wait(s->epfd, evs, 8, timeout);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == s->sigfd) {
+                struct signalfd_siginfo si;
+                while (read(s->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+                    if (!s->stopping)
+                        log_info("signal %u: stopping (finishing %u in-flight requests)",
+                                 si.ssi_signo, s->active);
+                    s->stopping = true;
+                }
+            } else if (fd == s->wakefd) {
+                uint64_t v;
+                ssize_t rr = read(s->wakefd, &v, sizeof v);
+                (void)rr;
+            }
+        }
+        MHD_run(s->mhd);
+        now = clock_mono_ms();
+        if (now - last_tick >= 1000) {
+            broker_tick(s->b);
+            last_tick = now;
+        }
+        if (s->stopping) {
+            if (!quiesced) {
+                MHD_socket ls = MHD_quiesce_daemon(s->mhd);
+                if (ls != MHD_INVALID_SOCKET)
+                    close(ls);
+                quiesced = true;
+                stop_at = now + s->cfg.shutdown_timeout_ms;
+            }
+            service_parked(s, &resumed);
+            MHD_run(s->mhd);
+            if (s->active == 0 || now >= stop_at) {
+                if (s->active)
+                    log_warn("shutdown: %u requests still open after %" PRIu64 " ms; closing them",
+                             s->active, s->cfg.shutdown_timeout_ms);
+                return 0;
+            }
+        }
+    }
+}
+
+void server_free(struct server *s)
+{
+    if (!s)
+        return;
+    if (s->mhd)
+        MHD_stop_daemon(s->mhd);
+    if (s->epfd >= 0)
+        close(s->epfd);
+    if (s->sigfd >= 0)
+        close(s->sigfd);
+    free(s);
+}
