@@ -241,16 +241,27 @@ uint32_t broker_available(struct broker *b, enum broker_mode mode,
     if (mode != BROKER_STREAM) {
         struct qgroup_env env;
         queue_env(t, &env);
-        /* A group that does not exist yet is a fresh one (what its first
-         * receive creates): ask a temporary one, changing nothing. */
+        /* A dry run of the receive's plan (planning changes nothing): what it
+         * would deliver now, and when a message it passed over (delayed)
+         * becomes due. A group that does not exist yet is a fresh one. */
         struct qgroup *qg = g ? g->qg : qgroup_new(mode == BROKER_FIFO, b->lim.fifo_window);
         if (!qg)
             return 0;
-        uint32_t avail = qgroup_available(qg, &env, now, req->topic.partition, cap);
-        *next_wakeup = qgroup_next_wakeup(qg, now);
+        struct qplan plan = {0};
+        uint32_t avail = 0;
+        if (qgroup_plan_receive(qg, &env, now, cap, req->topic.partition, 0, &plan) == 0) {
+            avail = plan.delivered;
+            for (uint32_t i = 0; i < plan.n; i++)
+                if (plan.items[i].kind == QPLAN_WAIT && plan.items[i].at < *next_wakeup)
+                    *next_wakeup = plan.items[i].at;
+        }
+        qplan_free(&plan);
+        uint64_t w = qgroup_next_wakeup(qg, now);
+        if (w < *next_wakeup)
+            *next_wakeup = w;
         if (!g)
             qgroup_free(qg);
-        return avail;
+        return avail > cap ? cap : avail;
     }
     uint64_t total = 0;
     for (uint32_t p = 0; p < t->partitions; p++) {
