@@ -167,6 +167,18 @@ int topic_publish_copies(struct broker_ns *ns, struct topic *dlq, struct topic *
                          struct broker_wait *wait, struct broker_error *err);
 
 /* ---- stream.c / queue.c ---- */
+/* What every receive checks and resolves first (API.md §6, §7): namespace,
+ * group name, lease bounds, batch size (capped), the topic (created on first
+ * use) and the partition. */
+struct recv_ctx {
+    struct broker_ns *ns;
+    struct topic *t;
+    uint64_t now;
+    uint64_t lease;
+    uint32_t batch;
+};
+int receive_prepare(struct broker *b, const struct broker_receive_req *req, uint64_t default_lease,
+                    struct recv_ctx *rc, struct broker_error *err);
 struct group *group_find(struct topic *t, enum broker_mode mode, struct bstr name);
 int group_get_or_create(struct topic *t, enum broker_mode mode, struct bstr name,
                         struct group **out);

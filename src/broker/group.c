@@ -4,6 +4,7 @@
  * (topic, mode, name): a stream, a queue and a FIFO group of the same name on
  * one topic are three groups (API.md §8).
  */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,28 @@ int group_get_or_create(struct topic *t, enum broker_mode mode, struct bstr name
         return CY_ENOMEM;
     }
     *out = g;
+    return 0;
+}
+
+int receive_prepare(struct broker *b, const struct broker_receive_req *req, uint64_t default_lease,
+                    struct recv_ctx *c, struct broker_error *err)
+{
+    if (ns_resolve(b, req->ns, &c->ns, err) ||
+        broker_check_group_name(req->group, "consumer_group", err))
+        return CY_EINVAL;
+    c->lease = req->has_lease ? req->lease_ms : default_lease;
+    if (c->lease < 1 || c->lease > b->lim.max_lease_ms)
+        return berr(err, 422, "invalid_data", "lease_duration_ms",
+                    "lease_duration_ms must be between 1 and %" PRIu64 ".", b->lim.max_lease_ms);
+    c->batch = req->batch_size ? req->batch_size : 10;
+    if (c->batch > b->lim.max_batch)
+        c->batch = b->lim.max_batch;
+    c->now = broker_now(b);
+    int rc = topic_get_or_create(c->ns, req->topic.name, c->now, &c->t, err);
+    if (rc)
+        return rc;
+    if (req->topic.partition >= 0 && (uint32_t)req->topic.partition >= c->t->partitions)
+        return berr(err, 400, "invalid_input", "topic", "partition out of range");
     return 0;
 }
 

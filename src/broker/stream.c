@@ -24,7 +24,6 @@
 #include "coyote.h"
 
 #define STREAM_DEFAULT_LEASE_MS 300000u
-#define DEFAULT_BATCH 10u
 
 int stream_apply(struct broker_ns *ns, uint8_t cmd, struct reader *r)
 {
@@ -113,26 +112,17 @@ int broker_stream_receive(struct broker *b, const struct broker_receive_req *req
                           struct broker_receive_res *res, struct broker_wait *wait,
                           struct broker_error *err)
 {
-    struct broker_ns *ns;
     res->n = 0;
     res->msgs = NULL;
     wait->ns = NULL;
-    if (check_group_and_ns(b, req->ns, req->group, &ns, err))
-        return CY_EINVAL;
-    uint64_t lease = req->has_lease ? req->lease_ms : STREAM_DEFAULT_LEASE_MS;
-    if (lease < 1 || lease > b->lim.max_lease_ms)
-        return berr(err, 422, "invalid_data", "lease_duration_ms",
-                    "lease_duration_ms must be between 1 and %" PRIu64 ".", b->lim.max_lease_ms);
-    uint32_t batch = req->batch_size ? req->batch_size : DEFAULT_BATCH;
-    if (batch > b->lim.max_batch)
-        batch = b->lim.max_batch;
-    uint64_t now = broker_now(b);
-    struct topic *t;
-    int rc = topic_get_or_create(ns, req->topic.name, now, &t, err);
+    struct recv_ctx c;
+    int rc = receive_prepare(b, req, STREAM_DEFAULT_LEASE_MS, &c, err);
     if (rc)
         return rc;
-    if (req->topic.partition >= 0 && (uint32_t)req->topic.partition >= t->partitions)
-        return berr(err, 400, "invalid_input", "topic", "partition out of range");
+    struct broker_ns *ns = c.ns;
+    struct topic *t = c.t;
+    uint64_t now = c.now, lease = c.lease;
+    uint32_t batch = c.batch;
     struct group *g = group_find(t, BROKER_STREAM, req->group);
 
     /* Plan: initial cursors for a new group, then the partitions to visit. */

@@ -277,17 +277,8 @@ int store_read_entry(struct store *s, uint64_t part_id, uint64_t offset, struct 
 int store_read_msg(struct store *s, uint64_t part_id, uint64_t offset, struct buf *out,
                    struct index_entry *e_out)
 {
-    struct part *p = part_find(s, part_id);
-    if (!p)
-        return CY_ERANGE;
-    uint64_t first;
-    int rc = store_part_first(s, part_id, &first);
-    if (rc)
-        return rc;
-    if (offset < first)
-        return CY_ERANGE;
     struct index_entry e;
-    rc = index_lookup(p->ix, offset, &e);
+    int rc = store_read_entry(s, part_id, offset, &e);
     if (rc)
         return rc;
     size_t at = out->len;
