@@ -730,6 +730,8 @@ stop:
         for (unsigned i = 0; i < c->appenders; i++) {
             memcpy(all + k, ws[i].lat, ws[i].n * sizeof *all);
             k += ws[i].n;
+            free(ws[i].lat); /* keep the peak RSS near one copy of the samples */
+            ws[i].lat = NULL;
         }
         qsort(all, total, sizeof *all, cmp_u32);
         res->completed = total;

@@ -74,7 +74,8 @@ struct jfile {
 
     pthread_mutex_t mu;
     pthread_cond_t work; /* the sync thread waits here */
-    pthread_cond_t done; /* durable waiters wait here */
+    pthread_condattr_t cattr; /* CLOCK_MONOTONIC, for every condition variable */
+    struct waiter *waiters;   /* threads in journal_wait_durable, each on its own cond */
     pthread_t thread;
     bool thread_started;
     bool stop;
@@ -86,6 +87,8 @@ struct jfile {
     uint64_t sync_req; /* journal_sync asked for durability up to here */
     uint64_t last_ts;
     uint64_t hint_on_active; /* hint last written into the active header */
+    uint64_t hint_mono_ms;   /* when it was written (the hint is refreshed at most every
+                                HINT_EVERY_MS: it costs a second flushed block per sync) */
     uint64_t durable_floor;  /* from the newest checkpoint (config) */
     int err;
     bool dir_dirty;
@@ -96,6 +99,25 @@ struct jfile {
 };
 
 static const struct journal_ops jfile_ops;
+
+#define HINT_EVERY_MS 20
+
+/* A thread waiting for durability. Each has its own condition variable so a
+ * sync wakes exactly the waiters it covered, not all of them (a broadcast to
+ * 64 waiters, half of which go back to sleep, costs more than the fdatasync). */
+struct waiter {
+    uint64_t pos;
+    pthread_cond_t cond;
+    struct waiter *next;
+};
+
+/* Wake waiters whose position is durable (all of them on error). Caller holds mu. */
+static void wake_waiters(struct jfile *jf)
+{
+    for (struct waiter *w = jf->waiters; w; w = w->next)
+        if (w->pos <= jf->durable || jf->err)
+            pthread_cond_signal(&w->cond);
+}
 
 static struct jfile *J(struct journal *j) { return (struct jfile *)j; }
 
@@ -173,7 +195,7 @@ static int set_error(struct jfile *jf, int rc, const char *what)
         log_error("journal %s: %s failed: %s; the journal is now read-only (nothing more is "
                   "acknowledged; a restart recovers from what is on disk)",
                   jf->dir, what, cy_strerror(rc));
-        pthread_cond_broadcast(&jf->done);
+        wake_waiters(jf);
         pthread_cond_broadcast(&jf->work);
     }
     return rc;
@@ -391,7 +413,8 @@ static void *sync_main(void *arg)
         for (size_t k = 0; k < n; k++)
             fds[k] = jf->segs[jf->nsegs - n + k].fd;
         uint64_t hint = jf->durable;
-        bool write_hint_now = hint > jf->hint_on_active;
+        bool write_hint_now = hint > jf->hint_on_active &&
+                              clock_mono_ms() - jf->hint_mono_ms >= HINT_EVERY_MS;
         bool dir = jf->dir_dirty;
         jf->dir_dirty = false;
         pthread_mutex_unlock(&jf->mu);
@@ -420,10 +443,12 @@ static void *sync_main(void *arg)
             set_error(jf, rc, what);
             break;
         }
-        if (write_hint_now && n && fds[n - 1] == jf->segs[jf->nsegs - 1].fd)
+        if (write_hint_now && n && fds[n - 1] == jf->segs[jf->nsegs - 1].fd) {
             jf->hint_on_active = hint;
+            jf->hint_mono_ms = t1 / 1000000u;
+        }
         jf->durable = target;
-        pthread_cond_broadcast(&jf->done);
+        wake_waiters(jf);
         if (jf->on_durable) {
             pthread_mutex_unlock(&jf->mu);
             jf->on_durable(jf->on_durable_arg, target);
@@ -499,13 +524,24 @@ static int jf_wait_durable(struct journal *j, uint64_t pos, int timeout_ms)
         timespec_after_ms(&deadline, (uint64_t)timeout_ms);
     pthread_mutex_lock(&jf->mu);
     int rc = 0;
-    while (jf->durable < pos && !jf->err) {
-        if (timeout_ms < 0) {
-            pthread_cond_wait(&jf->done, &jf->mu);
-        } else if (pthread_cond_timedwait(&jf->done, &jf->mu, &deadline) == ETIMEDOUT) {
-            rc = jf->durable >= pos ? 0 : -ETIMEDOUT;
-            break;
+    if (jf->durable < pos && !jf->err) {
+        struct waiter w = {.pos = pos, .next = jf->waiters};
+        pthread_cond_init(&w.cond, &jf->cattr);
+        jf->waiters = &w;
+        while (jf->durable < pos && !jf->err) {
+            if (timeout_ms < 0) {
+                pthread_cond_wait(&w.cond, &jf->mu);
+            } else if (pthread_cond_timedwait(&w.cond, &jf->mu, &deadline) == ETIMEDOUT) {
+                rc = jf->durable >= pos ? 0 : -ETIMEDOUT;
+                break;
+            }
         }
+        for (struct waiter **pp = &jf->waiters; *pp; pp = &(*pp)->next)
+            if (*pp == &w) {
+                *pp = w.next;
+                break;
+            }
+        pthread_cond_destroy(&w.cond);
     }
     if (jf->durable < pos && jf->err)
         rc = CY_EREADONLY;
@@ -752,7 +788,7 @@ static void jfile_free(struct jfile *jf)
     buf_free(&jf->wbuf);
     pthread_mutex_destroy(&jf->mu);
     pthread_cond_destroy(&jf->work);
-    pthread_cond_destroy(&jf->done);
+    pthread_condattr_destroy(&jf->cattr);
     free(jf->dir);
     free(jf);
 }
@@ -1036,12 +1072,9 @@ int journal_file_open(const struct journal_file_config *cfg, struct journal **ou
     jf->on_durable_arg = cfg->on_durable_arg;
     jf->durable_floor = cfg->durable_floor;
     pthread_mutex_init(&jf->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&jf->work, &ca);
-    pthread_cond_init(&jf->done, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_condattr_init(&jf->cattr);
+    pthread_condattr_setclock(&jf->cattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&jf->work, &jf->cattr);
     buf_init(&jf->wbuf);
 
     struct listing l = {0};
