@@ -5,6 +5,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+/* A string literal, its length taken by the compiler (never counted by hand). */
+#define PUT_LIT(out, lit) buf_put((out), (lit), sizeof(lit) - 1)
+
 static void put(struct buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(struct buf *out, const char *fmt, ...)
 {
@@ -25,7 +28,7 @@ static void label(struct buf *out, struct bstr s)
         if (c == '\\' || c == '"')
             buf_put_u8(out, '\\');
         if (c == '\n') {
-            buf_put(out, "\\n", 2);
+            PUT_LIT(out, "\\n");
             continue;
         }
         buf_put_u8(out, (uint8_t)c);
@@ -80,7 +83,7 @@ void metrics_render(struct broker *b, const struct api_ctx *api, const uint64_t 
         struct journal_stats js;
         if (broker_ns_journal_stats(b, names[i], &js))
             continue;
-        buf_put(out, "coyote_log_bytes{namespace=\"", 29);
+        PUT_LIT(out, "coyote_log_bytes{namespace=\"");
         label(out, names[i]);
         put(out, "\"} %" PRIu64 "\n", js.bytes);
     }
@@ -93,17 +96,17 @@ void metrics_render(struct broker *b, const struct api_ctx *api, const uint64_t 
         uint64_t cum = 0;
         for (int k = 0; k < 16; k++) {
             cum += js.sync_hist[k];
-            buf_put(out, "coyote_fsync_seconds_bucket{namespace=\"", 39);
+            PUT_LIT(out, "coyote_fsync_seconds_bucket{namespace=\"");
             label(out, names[i]);
             if (k < 15)
                 put(out, "\",le=\"%.6f\"} %" PRIu64 "\n", (64e-6 * (double)(1u << k)), cum);
             else
                 put(out, "\",le=\"+Inf\"} %" PRIu64 "\n", cum);
         }
-        buf_put(out, "coyote_fsync_seconds_sum{namespace=\"", 36);
+        PUT_LIT(out, "coyote_fsync_seconds_sum{namespace=\"");
         label(out, names[i]);
         put(out, "\"} %.6f\n", (double)js.sync_ns_total / 1e9);
-        buf_put(out, "coyote_fsync_seconds_count{namespace=\"", 38);
+        PUT_LIT(out, "coyote_fsync_seconds_count{namespace=\"");
         label(out, names[i]);
         put(out, "\"} %" PRIu64 "\n", js.syncs);
     }
@@ -129,7 +132,7 @@ void metrics_render(struct broker *b, const struct api_ctx *api, const uint64_t 
             for (size_t g = 0; g < ng; g++) {
                 put(out, "%s{namespace=\"", gauges[gk].name);
                 label(out, names[i]);
-                buf_put(out, "\",topic=\"", 9);
+                PUT_LIT(out, "\",topic=\"");
                 label(out, gs[g].topic);
                 put(out, "\",mode=\"%s\",group=\"", mode_name(gs[g].mode));
                 label(out, gs[g].group);
