@@ -1,17 +1,38 @@
 /*
- * coyote.h — the public C API of Coyote.
+ * coyote.h — the public C API of Coyote: the client library (libcoyote).
  *
- * Conventions (STYLE.md): every function returns int, 0 on success and a
- * negative code on failure — a negative errno (-ENOSPC, -EIO, ...) or one of
- * the CY_E* codes below, which live in the reserved range [-1999, -1000].
- * cy_strerror() turns any of them into a sentence.
+ * One API, two backends chosen by URL (cy_open):
+ *   "http://host:port"   a coyoted server (HTTP/1.1 keep-alive, MessagePack)
+ *   "file:///path/dir"   embedded: the broker runs in this process on a data
+ *                        directory, no server — the durable file-backed queue of
+ *                        a single program (a second process gets CY_ELOCKED)
+ * The same program runs unchanged on either.
+ *
+ * Conventions (STYLE.md):
+ *   - every function returns int: 0 on success, a negative code on failure —
+ *     a negative errno or a CY_E* code below; cy_strerror() makes a sentence;
+ *   - a failure reported by the broker (HTTP status + code + detail) is
+ *     CY_ESERVER; cy_last_error() gives its code and detail;
+ *   - the library never aborts the host process: out of memory is CY_ENOMEM;
+ *   - strings are NUL-terminated on input unless a length is given; bytes
+ *     (values, keys) are pointer + length;
+ *   - every pointer a function returns says who owns it and until when.
+ *
+ * Threading: a cy_client is safe to use from several threads at once (calls
+ * are serialized inside); results are owned by the caller once returned.
  */
 #ifndef COYOTE_H
 #define COYOTE_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ---- errors --------------------------------------------------------------------- */
 
 enum {
     CY_OK = 0,
@@ -25,11 +46,159 @@ enum {
     CY_ENOMEM = -1008,     /* out of memory (the client library never aborts) */
     CY_EINVAL = -1009,     /* an argument breaks the function's contract */
     CY_ERANGE = -1010,     /* an offset or position is outside what is stored */
+    CY_ESERVER = -1011,    /* the broker refused the request: see cy_last_error */
+    CY_ECONNECT = -1012,   /* the server cannot be reached */
+    CY_ETIMEDOUT = -1013,  /* the request timed out (its outcome is unknown) */
+    CY_EPROTOCOL = -1014,  /* the server answered something this library cannot read */
 };
 
 /* A sentence describing `code` (0, a negative errno or a CY_E* code).
  * The string is static; never NULL. */
 const char *cy_strerror(int code);
+
+/* ---- the client ----------------------------------------------------------------- */
+
+typedef struct cy_client cy_client;
+
+typedef struct cy_options {
+    const char *token;          /* bearer token (http), or NULL */
+    const char *ns;             /* namespace for every call, NULL: the default one */
+    uint32_t timeout_ms;        /* per request (http); 0: 30000 (+ any batch_wait_ms) */
+    const char *fsync;          /* embedded: "always" (default) | "interval=<ms>" | "never" */
+} cy_options;
+
+/* Open a client for `url` (see the top of this file). opts may be NULL.
+ * Errors: CY_EINVAL (bad URL), CY_ELOCKED (embedded directory in use),
+ * CY_ECONNECT is NOT returned here for http (connections are made lazily). */
+int cy_open(const char *url, const cy_options *opts, cy_client **out);
+/* Close the client (embedded: sync, checkpoint, release the directory). */
+int cy_close(cy_client *c);
+
+/* The broker's error code ("invalid_input", "not_found", ...) and detail
+ * sentence of this thread's last CY_ESERVER failure on c, and its HTTP status.
+ * Owned by the client, valid until this thread's next call on c. */
+const char *cy_last_error(cy_client *c, const char **detail, int *status);
+
+/* ---- messages ------------------------------------------------------------------- */
+
+typedef struct cy_header {
+    const char *name;  /* NUL-terminated */
+    const char *value; /* NUL-terminated */
+} cy_header;
+
+typedef struct cy_message {
+    const void *value;
+    size_t value_len;
+    const cy_header *headers;
+    size_t n_headers;
+    const char *key; /* NULL: no key */
+    size_t key_len;  /* 0 with a non-NULL key: strlen(key) */
+    bool has_delay;
+    uint64_t delay_ms;
+} cy_message;
+
+typedef struct cy_partition_offsets {
+    uint32_t partition;
+    uint64_t start_offset;
+    uint64_t end_offset; /* one past the last */
+} cy_partition_offsets;
+
+typedef struct cy_publish_result {
+    size_t n;
+    cy_partition_offsets parts[64];
+    bool duplicate; /* answered from the idempotency key: nothing new stored */
+} cy_publish_result;
+
+/* Publish msgs[0..n) atomically to topic ("name" or "name~partition").
+ * idempotency_key may be NULL. result may be NULL. Returns once the messages
+ * are durable under the broker's fsync policy. */
+int cy_publish(cy_client *c, const char *topic, const cy_message *msgs, size_t n,
+               const char *idempotency_key, cy_publish_result *result);
+
+/* ---- receiving -------------------------------------------------------------------- */
+
+typedef enum cy_mode { CY_STREAM = 0, CY_QUEUE = 1, CY_FIFO = 2 } cy_mode;
+
+/* A received message. Owned by the cy_batch it came in. */
+typedef struct cy_received {
+    uint32_t partition;
+    uint64_t offset;
+    char msg_id[32];  /* "<partition>:<offset>" (queue/FIFO ack, nack, extend) */
+    char topic[80];   /* "<name>~<partition>" (stream commit) */
+    const uint8_t *value;
+    size_t value_len;
+    const cy_header *headers;
+    size_t n_headers;
+    const char *key; /* NULL: none */
+    size_t key_len;
+    uint64_t timestamp;
+    bool has_scheduled_at;
+    uint64_t scheduled_at;
+    uint32_t attempt; /* queue/FIFO: delivery number, 1 first */
+} cy_received;
+
+typedef struct cy_batch {
+    cy_received *msgs;
+    size_t n;
+    void *internal_; /* the memory behind msgs */
+} cy_batch;
+void cy_batch_free(cy_batch *b);
+
+typedef struct cy_receive_opts {
+    uint32_t batch_size;     /* 0: 10 */
+    bool has_lease;
+    uint64_t lease_ms;       /* default: 300000 stream, 30000 queue/FIFO */
+    uint64_t batch_wait_ms;  /* long poll: wait up to this for a full batch (0: none) */
+    bool start_earliest;     /* stream: a new group starts at the earliest message */
+} cy_receive_opts;
+
+/* Receive from topic ("name" or "name~p") for `group` in `mode`. opts may be
+ * NULL. On success *out holds 0..batch_size messages; free with cy_batch_free. */
+int cy_receive(cy_client *c, cy_mode mode, const char *topic, const char *group,
+               const cy_receive_opts *opts, cy_batch *out);
+
+/* Queue/FIFO: settle messages by id. */
+int cy_ack(cy_client *c, cy_mode mode, const char *topic, const char *group,
+           const char *const *msg_ids, size_t n);
+/* has_delay: retry after delay_ms instead of the retry schedule. */
+int cy_nack(cy_client *c, cy_mode mode, const char *topic, const char *group,
+            const char *const *msg_ids, size_t n, bool has_delay, uint64_t delay_ms);
+int cy_extend(cy_client *c, cy_mode mode, const char *topic, const char *group,
+              const char *const *msg_ids, size_t n, uint64_t lease_ms);
+
+typedef struct cy_queue_config {
+    uint32_t retry_count;
+    uint64_t retry_schedule[100];
+    const char *dlq_topic; /* NULL: none */
+    uint32_t max_deliveries; /* 0: unlimited */
+} cy_queue_config;
+int cy_queue_configure(cy_client *c, cy_mode mode, const char *topic, const char *group,
+                       const cy_queue_config *cfg);
+int cy_redrive(cy_client *c, cy_mode mode, const char *topic, const char *group);
+
+/* Stream: commit offset on "name~p"; seek a group. */
+int cy_commit(cy_client *c, const char *topic_partition, const char *group, uint64_t offset);
+typedef enum cy_seek_kind {
+    CY_SEEK_OFFSET,
+    CY_SEEK_EARLIEST,
+    CY_SEEK_LATEST,
+    CY_SEEK_TIMESTAMP
+} cy_seek_kind;
+int cy_seek(cy_client *c, const char *topic, const char *group, cy_seek_kind kind,
+            uint64_t value);
+
+/* ---- administration --------------------------------------------------------------- */
+
+/* Configure a topic's partition count (1..64, only grows); *out (may be NULL)
+ * gets the resulting count. */
+int cy_topic_configure(cy_client *c, const char *topic, uint32_t partitions, uint32_t *out);
+
+/* Any other operation of API.md, by op id ("v1.msgs.topic.get", ...), with a
+ * JSON request body; *response receives the JSON response body (malloc'd,
+ * NUL-terminated; free with cy_free). The namespace option is NOT added: put
+ * "namespace" in the body yourself. */
+int cy_call_json(cy_client *c, const char *op, const char *json_body, char **response);
+void cy_free(void *p);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,10 @@ const char *cy_strerror(int code)
     case CY_ENOMEM: return "out of memory";
     case CY_EINVAL: return "invalid argument";
     case CY_ERANGE: return "offset or position is outside the stored range";
+    case CY_ESERVER: return "the broker refused the request; cy_last_error says why";
+    case CY_ECONNECT: return "the server cannot be reached";
+    case CY_ETIMEDOUT: return "the request timed out; its outcome is unknown";
+    case CY_EPROTOCOL: return "the server sent an answer this library cannot read";
     default: break;
     }
     if (code <= -1000 && code >= -1999)

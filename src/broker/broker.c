@@ -62,6 +62,11 @@ int broker_clock_advance(struct broker *b, uint64_t ms)
     return 0;
 }
 
+uint64_t broker_dead_lettered(struct broker *b)
+{
+    return b->dead_lettered;
+}
+
 uint64_t broker_change_seq(struct broker *b)
 {
     return b->change_seq;

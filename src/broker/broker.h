@@ -410,6 +410,9 @@ uint32_t broker_available(struct broker *b, enum broker_mode mode,
  * waiters re-check when it moved. */
 uint64_t broker_change_seq(struct broker *b);
 
+/* Messages dead-lettered since the broker opened (by nack or max_deliveries). */
+uint64_t broker_dead_lettered(struct broker *b);
+
 /* The journal statistics of a namespace (metrics). 0 or CY_ENOTFOUND. */
 int broker_ns_journal_stats(struct broker *b, struct bstr ns, struct journal_stats *out);
 

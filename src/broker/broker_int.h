@@ -116,6 +116,7 @@ struct broker {
     struct broker_group_summary *gsum;
     size_t gsum_cap;
     uint64_t last_tick_ms;
+    uint64_t dead_lettered; /* live count since open (not replayed) */
 };
 
 /* ---- names.c ---- */

@@ -250,9 +250,24 @@ static struct group *plan_group(struct topic *t, enum broker_mode mode, struct b
 
 /* Journal a plan-based command; with dead-letter copies it rides in a publish
  * record into the DLQ topic. b->cmdbuf holds the command. */
+static int journal_plan_record(struct broker_ns *ns, struct group *g, struct topic *dlq,
+                               const struct qplan *plan, uint64_t now, struct broker_wait *wait,
+                               struct broker_error *err);
+
 static int journal_plan(struct broker_ns *ns, struct group *g, struct topic *dlq,
                         const struct qplan *plan, uint64_t now, struct broker_wait *wait,
                         struct broker_error *err)
+{
+    int rc = journal_plan_record(ns, g, dlq, plan, now, wait, err);
+    if (!rc)
+        for (uint32_t i = 0; i < plan->n; i++)
+            ns->b->dead_lettered += plan->items[i].kind == QPLAN_DEAD;
+    return rc;
+}
+
+static int journal_plan_record(struct broker_ns *ns, struct group *g, struct topic *dlq,
+                               const struct qplan *plan, uint64_t now, struct broker_wait *wait,
+                               struct broker_error *err)
 {
     if (dlq) {
         uint32_t nd = 0;

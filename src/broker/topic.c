@@ -778,54 +778,101 @@ int topic_retention_cut(struct broker_ns *ns, uint64_t cut)
     return 0;
 }
 
-void topic_retention_tick(struct broker_ns *ns, uint64_t now)
+/* Advance nf[i][p] (the new first offsets of topics ts[i]) over the oldest
+ * messages — by timestamp, across every partition given — until `excess`
+ * bytes are dropped or nothing is left. */
+static void drop_oldest(struct topic **ts, uint64_t (*nf)[BROKER_MAX_PARTITIONS], size_t nt,
+                        uint64_t excess)
 {
-    const struct broker_retention *r = &ns->info.retention;
-    if (!r->has_period && !r->has_topic_bytes)
-        return;
-    for (uint32_t i = 0; i < ns->n_topics; i++) {
-        struct topic *t = ns->by_id[i];
-        uint64_t new_first[BROKER_MAX_PARTITIONS];
-        uint64_t total = 0;
-        for (uint32_t p = 0; p < t->partitions; p++) {
-            uint64_t next;
-            topic_bounds(t, p, &new_first[p], &next); /* applies period_ms */
-            total += t->parts[p].bytes;
-        }
-        if (r->has_topic_bytes && total > r->topic_bytes) {
-            /* Oldest data first: advance the partition whose first message is
-             * oldest, one message at a time. */
-            uint64_t excess = total - r->topic_bytes;
-            while (excess) {
-                int best = -1;
-                uint64_t best_ts = UINT64_MAX, best_len = 0;
-                for (uint32_t p = 0; p < t->partitions; p++) {
-                    uint64_t first, next;
-                    struct index_entry e;
-                    topic_bounds(t, p, &first, &next);
-                    if (new_first[p] < first)
-                        new_first[p] = first;
-                    if (new_first[p] >= next)
-                        continue;
-                    if (store_read_entry(ns->store, part_id_of(t->id, p), new_first[p], &e) == 0 &&
-                        e.timestamp_ms < best_ts) {
-                        best_ts = e.timestamp_ms;
-                        best_len = e.len;
-                        best = (int)p;
-                    }
+    while (excess) {
+        struct topic *bt = NULL;
+        size_t bi = 0;
+        uint32_t bp = 0;
+        uint64_t best_ts = UINT64_MAX, best_len = 0;
+        for (size_t i = 0; i < nt; i++) {
+            struct topic *t = ts[i];
+            for (uint32_t p = 0; p < t->partitions; p++) {
+                uint64_t first, next;
+                struct index_entry e;
+                topic_bounds(t, p, &first, &next);
+                if (nf[i][p] < first)
+                    nf[i][p] = first;
+                if (nf[i][p] >= next)
+                    continue;
+                if (store_read_entry(t->ns->store, part_id_of(t->id, p), nf[i][p], &e) == 0 &&
+                    e.timestamp_ms < best_ts) {
+                    best_ts = e.timestamp_ms;
+                    best_len = e.len;
+                    bt = t;
+                    bi = i;
+                    bp = p;
                 }
-                if (best < 0)
-                    break;
-                new_first[best]++;
-                excess = best_len >= excess ? 0 : excess - best_len;
             }
         }
-        struct broker_error err;
-        struct broker_wait w;
-        if (trim_to(t, new_first, &w, &err))
-            log_warn("namespace %.*s: retention trim of topic %.*s failed: %s",
-                     (int)ns->name_len, ns->name, (int)t->name_len, t->name, err.detail);
+        if (!bt)
+            return;
+        nf[bi][bp]++;
+        excess = best_len >= excess ? 0 : excess - best_len;
     }
+}
+
+static void trim_logged(struct topic *t, const uint64_t *new_first)
+{
+    struct broker_error err;
+    struct broker_wait w;
+    if (trim_to(t, new_first, &w, &err))
+        log_warn("namespace %.*s: retention trim of topic %.*s failed: %s", (int)t->ns->name_len,
+                 t->ns->name, (int)t->name_len, t->name, err.detail);
+}
+
+static uint64_t topic_total_bytes(const struct topic *t)
+{
+    uint64_t total = 0;
+    for (uint32_t p = 0; p < t->partitions; p++)
+        total += t->parts[p].bytes;
+    return total;
+}
+
+/* Retention as trims, in three passes so each limit sees the bytes the
+ * previous one left: age (period_ms), then each topic's topic_bytes, then the
+ * namespace's size_bytes over all its topics (oldest data first). Whole
+ * segments are deleted separately (broker_tick), once checkpoints cover them. */
+void topic_retention_tick(struct broker_ns *ns, uint64_t now)
+{
+    (void)now; /* topic_bounds applies period_ms with the broker clock */
+    const struct broker_retention *r = &ns->info.retention;
+    if (!r->has_period && !r->has_topic_bytes && !r->has_size)
+        return;
+    size_t nt = ns->n_topics;
+    uint64_t(*nf)[BROKER_MAX_PARTITIONS] = calloc(nt ? nt : 1, sizeof *nf);
+    if (!nf)
+        return;
+    for (size_t i = 0; i < nt; i++) {
+        struct topic *t = ns->by_id[i];
+        for (uint32_t p = 0; p < t->partitions; p++) {
+            uint64_t next;
+            topic_bounds(t, p, &nf[i][p], &next);
+        }
+        trim_logged(t, nf[i]);
+        if (r->has_topic_bytes) {
+            uint64_t total = topic_total_bytes(t);
+            if (total > r->topic_bytes) {
+                drop_oldest(&ns->by_id[i], &nf[i], 1, total - r->topic_bytes);
+                trim_logged(t, nf[i]);
+            }
+        }
+    }
+    if (r->has_size) {
+        uint64_t total = 0;
+        for (size_t i = 0; i < nt; i++)
+            total += topic_total_bytes(ns->by_id[i]);
+        if (total > r->size_bytes) {
+            drop_oldest(ns->by_id, nf, nt, total - r->size_bytes);
+            for (size_t i = 0; i < nt; i++)
+                trim_logged(ns->by_id[i], nf[i]);
+        }
+    }
+    free(nf);
 }
 
 /* ---- checkpoints ------------------------------------------------------------------ */

@@ -29,6 +29,8 @@
 
 struct api_stats {
     uint64_t published;      /* messages stored by publish */
+    uint64_t published_bytes; /* their value bytes */
+    uint64_t received_bytes; /* value bytes handed out by receives */
     uint64_t publish_calls;
     uint64_t duplicates;     /* publishes answered from an idempotency key */
     uint64_t received;       /* messages handed out by any receive */

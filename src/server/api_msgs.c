@@ -193,8 +193,11 @@ enum hres api_op_publish(struct req *r)
     r->ctx->stats.publish_calls++;
     if (res.duplicate)
         r->ctx->stats.duplicates++;
-    else
+    else {
         r->ctx->stats.published += q.n_msgs;
+        for (size_t i = 0; i < q.n_msgs; i++)
+            r->ctx->stats.published_bytes += q.msgs[i].value_len;
+    }
 
     /* "duplicate" is sent only when true: compatible servers never send it. */
     struct out *o = r->out;
@@ -279,6 +282,8 @@ static int run_receive(struct req *r, enum broker_mode mode, const struct recv_a
     if (w.ns) /* else keep what an earlier attempt had to wait for */
         r->call->wait = w;
     r->ctx->stats.received += res->n;
+    for (size_t i = 0; i < res->n; i++)
+        r->ctx->stats.received_bytes += res->msgs[i].value_len;
     return 0;
 }
 

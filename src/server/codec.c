@@ -482,7 +482,8 @@ enum codec_err codec_parse_json(const uint8_t *body, size_t len, struct arena *a
 
     json_error_t jerr;
     json_t *root =
-        json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+        json_loadb((const char *)body, len,
+                   JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (!root) {
         enum json_error_code code = json_error_code(&jerr);
         if (code == json_error_duplicate_key) {
@@ -499,11 +500,14 @@ enum codec_err codec_parse_json(const uint8_t *body, size_t len, struct arena *a
             return CODEC_ENOMEM;
         }
         if (code == json_error_numeric_overflow && strstr(jerr.text, "integer")) {
+            /* Valid JSON, but a value no field accepts: a data error at its place. */
+            struct path path;
+            json_dup_path(body, len, (size_t)jerr.position, a, &path);
+            path_render(&path, location, location_len);
             set_text(detail, detail_len,
-                     "invalid JSON at line %d column %d: integer too large (outside the 64-bit "
-                     "signed range)",
+                     "the integer at line %d column %d is out of range (above 2^63 - 1)",
                      jerr.line, jerr.column);
-            return CODEC_EENCODING;
+            return CODEC_ERANGE;
         }
         set_text(detail, detail_len, "invalid JSON at line %d column %d: %s", jerr.line,
                  jerr.column, jerr.text);

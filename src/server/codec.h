@@ -93,6 +93,8 @@ enum codec_err {
     CODEC_EENCODING = 1, /* not valid JSON / MessagePack, or too deep: 400 invalid_encoding */
     CODEC_EDUPKEY = 2,   /* a duplicate key in one object: 422 invalid_data */
     CODEC_ENOMEM = 3,
+    CODEC_ERANGE = 4,    /* a JSON integer outside the 64-bit signed range: 422 invalid_data
+                            at `location` (every bounded field of API.md is far below it) */
 };
 
 /* Parse a whole body (an empty body is CODEC_EENCODING). On failure `detail`

@@ -216,7 +216,11 @@ static enum MHD_Result first_call(struct http_req *r, const char *url, const cha
     struct server *s = r->s;
     struct MHD_Connection *c = r->conn;
     const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
-    enum codec_format plain = codec_negotiate(accept, FORMAT_JSON);
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    int k = codec_content_type(ct, &r->req_fmt);
+    /* Every answer, errors included, follows API.md §1's rule: Accept, else
+     * the request's own format (when it has a valid one), else JSON. */
+    enum codec_format plain = codec_negotiate(accept, k == 0 ? r->req_fmt : FORMAT_JSON);
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
 
     if (!strcmp(url, "/api/v1.health.ping")) {
@@ -252,9 +256,7 @@ static enum MHD_Result first_call(struct http_req *r, const char *url, const cha
     if (!token_ok(s, c, &status, &code, &detail))
         return send_error(r, plain, status, code, detail);
 
-    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    int k = codec_content_type(ct, &r->req_fmt);
-    enum codec_format rf = codec_negotiate(accept, k == 0 ? r->req_fmt : FORMAT_JSON);
+    enum codec_format rf = plain;
     if (k == -2)
         return send_error(r, rf, 400, "missing_content_type",
                           "Content-Type must be application/json or application/msgpack.");
@@ -320,7 +322,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                       sizeof detail, location, sizeof location)
                 : codec_parse_json(r->body.data, r->body.len, &r->arena, &v, detail,
                                    sizeof detail, location, sizeof location);
-        if (ce == CODEC_EDUPKEY) {
+        if (ce == CODEC_EDUPKEY || ce == CODEC_ERANGE) {
             struct out o;
             out_init(&o, r->call.fmt);
             api_error_body(&o, "invalid_data", detail, location);

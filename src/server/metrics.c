@@ -53,8 +53,15 @@ void metrics_render(struct broker *b, const struct api_ctx *api, const uint64_t 
     counter(out, "coyote_publish_requests_total", "Publish calls.", st->publish_calls);
     counter(out, "coyote_publish_duplicates_total",
             "Publishes answered from an idempotency key.", st->duplicates);
+    counter(out, "coyote_published_bytes_total", "Value bytes stored by publish.",
+            st->published_bytes);
     counter(out, "coyote_received_messages_total", "Messages handed out by receives.",
             st->received);
+    counter(out, "coyote_received_bytes_total", "Value bytes handed out by receives.",
+            st->received_bytes);
+    counter(out, "coyote_dead_lettered_messages_total",
+            "Messages dead-lettered (retries used up, or max_deliveries reached).",
+            broker_dead_lettered(b));
     counter(out, "coyote_acked_messages_total", "Message ids acked.", st->acked);
     counter(out, "coyote_nacked_messages_total", "Message ids nacked.", st->nacked);
     counter(out, "coyote_stream_commits_total", "Stream commits.", st->committed);
