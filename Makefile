@@ -9,8 +9,9 @@ JOBS        ?= 2
 DATA_DIR    ?= ./coyote-data
 FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
+PREFIX      ?= /usr/local
 
-.PHONY: all build deps run test test-asan bench fuzz format clean
+.PHONY: all build deps run test test-asan bench fuzz format clean install
 
 all: build
 
@@ -26,6 +27,11 @@ build: $(BUILD)/CMakeCache.txt
 # Start the server on its defaults (127.0.0.1:8624, data in ./coyote-data).
 run: deps build
 	$(BUILD)/coyoted --data-dir $(DATA_DIR)
+
+# Install libcoyote (.a, .so, coyote.h, coyote.pc) and the binaries under PREFIX
+# (make install PREFIX=/some/dir; DESTDIR is honoured by cmake --install).
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 # Every test: unit (cmocka), fuzz corpus replays, integration scripts.
 test: deps build

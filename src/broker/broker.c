@@ -427,9 +427,7 @@ static int ns_open(struct broker *b, struct bstr name, struct broker_ns **out)
         .on_durable_arg = b,
     };
     struct store_client cl = {ns, ns_restore, ns_replay, ns_save};
-    ns->replaying = true;
     int rc = store_open(&sc, &cl, &ns->store);
-    ns->replaying = false;
     if (!rc)
         rc = hmap_put(b->nss, ns->name, ns->name_len, ns, NULL);
     if (rc) {
@@ -605,6 +603,8 @@ int broker_ns_list(struct broker *b, const struct broker_ns_info **out, size_t *
 int broker_open(const struct broker_config *cfg, struct broker **out, struct broker_error *err)
 {
     *out = NULL;
+    if (err)
+        memset(err, 0, sizeof *err);
     struct broker *b = calloc(1, sizeof *b);
     if (!b)
         return berr_storage(err, CY_ENOMEM);
@@ -727,6 +727,17 @@ void broker_tick(struct broker *b)
             continue;
         topic_retention_tick(ns, now);
         const struct broker_retention *r = &ns->info.retention;
+        /* Space comes back when segments go (DESIGN.md §2): once trims and
+         * retention moved every partition's start past a segment, and a
+         * checkpoint covers it, it is deleted. */
+        uint64_t needed = topic_oldest_needed(ns);
+        if (needed > journal_start(store_journal(ns->store))) {
+            int deleted;
+            int rc = store_retain_to(ns->store, needed, &deleted);
+            if (rc)
+                log_warn("namespace %.*s: deleting trimmed segments failed: %s",
+                         (int)ns->name_len, ns->name, cy_strerror(rc));
+        }
         if (r->has_period || r->has_size) {
             /* Journal the partitions' new starts (with their byte counts)
              * while the messages are still there, then delete segments. */

@@ -5,8 +5,8 @@
  *   topic.c   topics, partitions, publish, idempotency, trim, retention
  *   stream.c  stream groups
  *   queue.c   queue and FIFO groups (over qgroup.c)
- *   info.c    introspection: topic/group get and list, state dumps
- *   cmd.c     the command records: encoding and decoding
+ *   info.c    introspection: topic/group get and list
+ *   group.c   groups as objects, the receive prologue, record addressing
  *
  * Ownership: the broker owns its namespaces; a namespace owns its store and
  * topics; a topic owns its groups and idempotency entries.
@@ -89,7 +89,6 @@ struct broker_ns {
     struct hmap *topics;        /* name -> struct topic */
     struct topic **by_id;       /* index id-1 */
     uint32_t n_topics;
-    bool replaying;
 };
 
 struct broker {
@@ -161,6 +160,9 @@ void topic_retention_tick(struct broker_ns *ns, uint64_t now);
 /* Journal trims moving every partition's start past journal position cut
  * (segments before it are about to be deleted). */
 int topic_retention_cut(struct broker_ns *ns, uint64_t cut);
+/* The lowest journal position any partition's first message sits at (the
+ * journal end when no partition holds messages). */
+uint64_t topic_oldest_needed(struct broker_ns *ns);
 /* Publish copies of messages into topic `dlq` (the same namespace) inside a
  * publish record whose extra carries the command in b->cmdbuf. */
 int topic_publish_copies(struct broker_ns *ns, struct topic *dlq, struct topic *src,

@@ -1,6 +1,9 @@
 /*
  * qgroup.c — one queue or FIFO consumer group (qgroup.h, API.md §7–§9,
- * DESIGN.md §3).
+ * DESIGN.md §3): its state, the apply functions that change it, and its
+ * checkpoint. The planning side (plans, dry runs, checks and numbers, which
+ * change nothing but scratch marks) is qgroup_plan.c; the structures both
+ * share are in qgroup_int.h.
  *
  * Representation. Every offset in [floor[p], scan[p]) was looked at by a
  * receive plan. Those that are not settled have an entry in one table keyed by
@@ -33,14 +36,21 @@
  *      over acked offsets, however many there are.
  *   3. Memory is O(entries): in flight, waiting, blocked, dead. Never backlog.
  *   4. FIFO: for each key hash K != 0, queue Q(K) links the entries of K in
- *      states LEASED, RETRY, AVAIL, BLOCKED in the order they became visible
- *      to the group (scan order; a delayed message joins when its time comes;
- *      a redriven one at the end), by `qseq`. Only the head may be AVAIL; a
- *      BLOCKED head is made AVAIL at once (head_fix).
+ *      states LEASED, RETRY, WAITING, AVAIL, BLOCKED (all but DEAD) in the
+ *      order they became visible to the group, by `qseq`: scan order (a
+ *      delayed message too: it takes its place when the scan meets it, and
+ *      keeps it while it waits), a redriven one at the end. Only the head
+ *      may be AVAIL; a BLOCKED head is made AVAIL at once (head_fix); a
+ *      WAITING head stays WAITING until its time.
  *   5. FIFO deliverability: an entry of Q(K) may be delivered by a receive
  *      only if every entry before it in Q(K) is delivered (or dead-lettered,
- *      or skipped) by that same receive. So one receive holds the key, and
- *      may take a run of consecutive messages of it.
+ *      or skipped) by that same receive, and it is not a WAITING one before
+ *      its time. So one receive holds the key, and may take a run of
+ *      consecutive messages of it; a waiting (delayed) entry holds the key
+ *      for everything behind it. The planner treats a key as held from the
+ *      moment it decides a WAIT for it (later messages of the key in the
+ *      same plan are BLOCK items). A WAITING entry that a receive finds due
+ *      while an earlier entry holds the key becomes BLOCKED behind it.
  *   6. FIFO release: a nack or a lease expiry of a LEASED entry e turns the
  *      later entries of Q(K) LEASED in e's receive (same recv id) BLOCKED and
  *      un-counts their delivery (attempt - 1), so their next delivery carries
@@ -57,90 +67,62 @@
  *    │            ├─nack, no retry left / expiry count reached──► DEAD or settled (dlq)
  *    │            └─(expired)──► LEASED again on the next receive (attempt + 1)
  *    ├─(scheduled later)─► WAITING ──(due)──► LEASED
+ *    │                        └─FIFO, due, key held before it──► BLOCKED
  *    └─FIFO, key held──► BLOCKED ──(head of its key)──► AVAIL ──► LEASED
  *   DEAD ──redrive──► AVAIL (or BLOCKED behind its key)
  *
+ * Choices the API leaves open:
+ *   - A key's order across partitions (after the topic grew) is the order
+ *     the group's scan met its messages. Messages never looked at in the
+ *     same scan round are met in the order of the receive's start partition
+ *     (round robin), so with a key in several partitions, a receive's start
+ *     can decide which of them comes first, and, when one of them is
+ *     delayed, how many a receive gets (qgroup_available counts from
+ *     partition 0). Once met, the order is fixed.
+ *   - A delayed (delay_ms) message with a key holds its key while it waits,
+ *     from the moment the scan meets it (API.md §8: offset order), so a long
+ *     delay stalls its key, and the look-ahead window (fifo_window) fills
+ *     behind it, but never other keys. Keyless delayed messages hold
+ *     nothing; in queue mode nothing is ordered.
+ *   - A waiting message's time is a wake-up time (qgroup_next_wakeup) even
+ *     when an earlier message holds its key (then early, never late).
+ *   - An ack is taken for any unsettled message delivered at least once
+ *     (also after its lease expired or it was released); never-delivered,
+ *     waiting and dead ones are ignored. An out-of-order ack is the caller's
+ *     business: FIFO order is about deliveries.
+ *   - A partition unknown to the group starts at the first offset of the
+ *     receive plan that reaches it (the plan starts it at `first`).
+ *   - qgroup_next_wakeup may answer early (now + 1) when thousands of due but
+ *     untaken items would have to be walked; never late.
+ *
  * Checkpoint format (qgroup_save), little-endian:
- *   u32 magic "CYQG", u16 version 1, u8 fifo, u32 fifo_window,
+ *   u32 magic "CYQG", u16 version 2, u8 fifo, u32 fifo_window,
  *   u32 retry_count, retry_count × u64, u8 has_dlq_topic, u32 max_deliveries,
  *   u64 recv_seq, u64 qseq, u64 partition mask, per set bit (ascending)
  *   u64 floor, u64 scan; u32 n, then n entries sorted by (partition, offset):
  *   u8 partition, u64 offset, u8 state, u8 flags, u64 at, u64 recv, u64 qseq,
  *   u32 attempt, u32 nacks, u32 expiries, u32 key_hash.
+ * Version 1 (same layout) kept keyed WAITING entries out of their key's
+ * queue (their qseq is meaningless); it is read as it was meant: each joins
+ * its key's queue at the end, in (at, partition, offset) order, as it would
+ * have when due.
  */
 #include "broker/qgroup.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/qgroup_int.h"
 #include "coyote.h"
 
-#define NIL UINT32_MAX
 #define QG_MAGIC 0x47515943u /* "CYQG" */
-#define QG_VERSION 1
-#define ENTRY_BYTES 51u   /* one saved entry */
-#define WAKEUP_BUDGET 4096 /* heap nodes next_wakeup may visit */
-
-enum estate { ST_FREE, ST_LEASED, ST_RETRY, ST_WAITING, ST_AVAIL, ST_BLOCKED, ST_DEAD, ST_COUNT };
-
-#define F_DELIVERED 0x01u /* delivered at least once (acks count) */
-#define F_INQ 0x80u       /* linked in its key's queue (not saved) */
-
-struct entry {
-    uint64_t offset;
-    uint64_t at;
-    uint64_t recv; /* receive that leased it */
-    uint64_t qseq; /* position in its key's queue */
-    uint32_t attempt, nacks, expiries, key_hash;
-    uint32_t qprev, qnext; /* key queue links; qnext also links free slots */
-    uint32_t pmark, prel;  /* planner scratch: decided / released in plan `gen` */
-    uint8_t part, state, flags, pclear;
-};
-
-struct hitem {
-    uint64_t at;
-    uint64_t off;
-    uint32_t idx;
-};
-
-struct part {
-    uint64_t floor, scan;
-    struct hitem *heap;
-    uint32_t hn, hcap;
-    uint32_t cnt[ST_COUNT]; /* entries per state */
-    uint32_t below;         /* entries with offset < floor */
-    uint64_t *ahead;        /* ring: offsets of entries at or above floor (inv. 2) */
-    uint32_t ahead_head, ahead_n, ahead_cap;
-};
-
-struct kslot {
-    uint32_t key; /* 0: empty */
-    uint32_t head, tail;
-};
-
-struct qgroup {
-    bool fifo;
-    uint32_t window;
-    struct qgroup_config cfg;
-    uint64_t recv_seq, qseq;
-    uint64_t init_mask; /* partitions with a floor and scan */
-    uint64_t heap_lost; /* partitions whose heap must be rebuilt */
-    struct part part[QGROUP_MAX_PARTITIONS];
-    struct entry *ents;
-    uint32_t ecap, ehw, elive, efree;
-    uint32_t *slots; /* (partition, offset) -> entry index; NIL empty */
-    uint32_t scap;
-    struct kslot *keys;
-    uint32_t kcap, kcount;
-    uint32_t gen; /* planner generation for scratch marks */
-};
+#define QG_VERSION 2         /* 1: keyed WAITING entries were not in their key's queue */
+#define ENTRY_BYTES 51u      /* one saved entry */
 
 static bool is_timed(uint8_t st)
 {
     return st == ST_LEASED || st == ST_RETRY || st == ST_WAITING || st == ST_AVAIL;
 }
-
-static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 /* ---- entry table --------------------------------------------------------- */
 
@@ -169,7 +151,7 @@ static uint32_t *slot_of(const struct qgroup *g, uint32_t p, uint64_t off)
     return NULL;
 }
 
-static uint32_t lookup(const struct qgroup *g, uint32_t p, uint64_t off)
+uint32_t qg_lookup(const struct qgroup *g, uint32_t p, uint64_t off)
 {
     const uint32_t *s = p < QGROUP_MAX_PARTITIONS ? slot_of(g, p, off) : NULL;
     return s ? *s : NIL;
@@ -215,49 +197,47 @@ static uint32_t khash(uint32_t k)
     return k;
 }
 
-static struct kslot *key_find(const struct qgroup *g, uint32_t key)
+struct kslot *qg_kt_find(const struct ktab *t, uint32_t key)
 {
-    if (!g->kcap || !key)
+    if (!t->cap || !key)
         return NULL;
-    uint32_t mask = g->kcap - 1, i = khash(key) & mask;
-    while (g->keys[i].key) {
-        if (g->keys[i].key == key)
-            return &g->keys[i];
+    uint32_t mask = t->cap - 1, i = khash(key) & mask;
+    while (t->s[i].key) {
+        if (t->s[i].key == key)
+            return &t->s[i];
         i = (i + 1) & mask;
     }
     return NULL;
 }
 
-static struct kslot *key_insert(struct qgroup *g, uint32_t key) /* reserved */
+struct kslot *qg_kt_insert(struct ktab *t, uint32_t key) /* reserved */
 {
-    uint32_t mask = g->kcap - 1, i = khash(key) & mask;
-    while (g->keys[i].key)
+    uint32_t mask = t->cap - 1, i = khash(key) & mask;
+    while (t->s[i].key)
         i = (i + 1) & mask;
-    g->keys[i] = (struct kslot){key, NIL, NIL};
-    g->kcount++;
-    return &g->keys[i];
+    t->s[i] = (struct kslot){key, NIL, NIL};
+    t->count++;
+    return &t->s[i];
 }
 
-static void key_delete(struct qgroup *g, struct kslot *s)
+static void kt_delete(struct ktab *t, struct kslot *ks)
 {
-    uint32_t mask = g->kcap - 1, i = (uint32_t)(s - g->keys), j = i;
-    g->keys[i].key = 0;
-    g->kcount--;
+    uint32_t mask = t->cap - 1, i = (uint32_t)(ks - t->s), j = i;
+    t->s[i].key = 0;
+    t->count--;
     for (;;) {
         j = (j + 1) & mask;
-        if (!g->keys[j].key)
+        if (!t->s[j].key)
             return;
-        uint32_t k = khash(g->keys[j].key) & mask;
+        uint32_t k = khash(t->s[j].key) & mask;
         bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
         if (!stays) {
-            g->keys[i] = g->keys[j];
-            g->keys[j].key = 0;
+            t->s[i] = t->s[j];
+            t->s[j].key = 0;
             i = j;
         }
     }
 }
-
-/* ---- reservations: every allocation an apply may need, made up front ---- */
 
 static uint32_t pow2_at_least(uint64_t n)
 {
@@ -266,6 +246,27 @@ static uint32_t pow2_at_least(uint64_t n)
         c <<= 1;
     return c > (1u << 31) ? 0 : (uint32_t)c;
 }
+
+/* Room for n more keys. 0 or CY_ENOMEM (the table unchanged). */
+int qg_kt_reserve(struct ktab *t, uint64_t n)
+{
+    uint64_t want = (uint64_t)t->count + n;
+    if (want * 2 <= t->cap)
+        return 0;
+    uint32_t cap = pow2_at_least(want * 2);
+    struct kslot *ns = cap ? calloc(cap, sizeof *ns) : NULL;
+    if (!ns)
+        return CY_ENOMEM;
+    struct ktab old = *t;
+    *t = (struct ktab){ns, cap, 0};
+    for (uint32_t i = 0; i < old.cap; i++)
+        if (old.s[i].key)
+            *qg_kt_insert(t, old.s[i].key) = old.s[i];
+    free(old.s);
+    return 0;
+}
+
+/* ---- reservations: every allocation an apply may need, made up front ---- */
 
 static int reserve(struct qgroup *g, uint64_t n)
 {
@@ -297,23 +298,7 @@ static int reserve(struct qgroup *g, uint64_t n)
             if (g->ents[i].state != ST_FREE)
                 slot_insert(g, i);
     }
-    uint64_t kwant = g->fifo ? (uint64_t)g->kcount + n : 0;
-    if (kwant * 2 > g->kcap) {
-        uint32_t cap = pow2_at_least(kwant * 2);
-        struct kslot *nk = cap ? calloc(cap, sizeof *nk) : NULL;
-        if (!nk)
-            return CY_ENOMEM;
-        struct kslot *old = g->keys;
-        uint32_t ocap = g->kcap;
-        g->keys = nk;
-        g->kcap = cap;
-        g->kcount = 0;
-        for (uint32_t i = 0; i < ocap; i++)
-            if (old[i].key)
-                *key_insert(g, old[i].key) = old[i];
-        free(old);
-    }
-    return 0;
+    return g->fifo ? qg_kt_reserve(&g->keys, n) : 0;
 }
 
 /* ---- entries -------------------------------------------------------------- */
@@ -368,7 +353,7 @@ static bool hless(const struct hitem *a, const struct hitem *b)
     return a->at != b->at ? a->at < b->at : a->off < b->off;
 }
 
-static bool hvalid(const struct qgroup *g, uint32_t p, const struct hitem *it)
+bool qg_hvalid(const struct qgroup *g, uint32_t p, const struct hitem *it)
 {
     if (it->idx >= g->ehw)
         return false;
@@ -410,7 +395,7 @@ static void heap_compact(struct qgroup *g, uint32_t p)
     struct part *P = &g->part[p];
     uint32_t n = 0;
     for (uint32_t i = 0; i < P->hn; i++)
-        if (hvalid(g, p, &P->heap[i]))
+        if (qg_hvalid(g, p, &P->heap[i]))
             P->heap[n++] = P->heap[i];
     P->hn = n;
     heapify(P->heap, n);
@@ -453,7 +438,7 @@ static void heap_push(struct qgroup *g, uint32_t idx)
 static void heap_trim(struct qgroup *g, uint32_t p)
 {
     struct part *P = &g->part[p];
-    while (P->hn && !hvalid(g, p, &P->heap[0])) {
+    while (P->hn && !qg_hvalid(g, p, &P->heap[0])) {
         P->heap[0] = P->heap[--P->hn];
         sift_down(P->heap, P->hn, 0);
     }
@@ -481,7 +466,7 @@ static int heap_rebuild(struct qgroup *g, uint32_t p)
     return 0;
 }
 
-static int heaps_repair(struct qgroup *g)
+int qg_heaps_repair(struct qgroup *g)
 {
     for (uint32_t p = 0; p < QGROUP_MAX_PARTITIONS && g->heap_lost; p++)
         if (g->heap_lost & (1ull << p)) {
@@ -507,9 +492,9 @@ static void set_timer(struct qgroup *g, uint32_t idx, uint8_t st, uint64_t at)
 static void q_append(struct qgroup *g, uint32_t idx) /* reserved */
 {
     struct entry *e = &g->ents[idx];
-    struct kslot *k = key_find(g, e->key_hash);
+    struct kslot *k = qg_kt_find(&g->keys, e->key_hash);
     if (!k)
-        k = key_insert(g, e->key_hash);
+        k = qg_kt_insert(&g->keys, e->key_hash);
     e->qseq = g->qseq++;
     e->qprev = k->tail;
     e->qnext = NIL;
@@ -526,7 +511,7 @@ static void q_unlink(struct qgroup *g, uint32_t idx)
     struct entry *e = &g->ents[idx];
     if (!(e->flags & F_INQ))
         return;
-    struct kslot *k = key_find(g, e->key_hash);
+    struct kslot *k = qg_kt_find(&g->keys, e->key_hash);
     if (e->qprev != NIL)
         g->ents[e->qprev].qnext = e->qnext;
     else
@@ -538,13 +523,13 @@ static void q_unlink(struct qgroup *g, uint32_t idx)
     e->qprev = e->qnext = NIL;
     e->flags &= (uint8_t)~F_INQ;
     if (k->head == NIL)
-        key_delete(g, k);
+        kt_delete(&g->keys, k);
 }
 
 /* A key's head is never BLOCKED: nothing before it holds the key. */
 static void head_fix(struct qgroup *g, uint32_t key)
 {
-    struct kslot *k = key_find(g, key);
+    struct kslot *k = qg_kt_find(&g->keys, key);
     if (k && g->ents[k->head].state == ST_BLOCKED)
         set_timer(g, k->head, ST_AVAIL, 0);
 }
@@ -565,8 +550,6 @@ static void release_after(struct qgroup *g, uint32_t idx)
         }
     }
 }
-
-static bool keyed(const struct qgroup *g, const struct entry *e) { return g->fifo && e->key_hash; }
 
 /* ---- settling and the floor ---------------------------------------------- */
 
@@ -604,7 +587,7 @@ static void ahead_compact(struct qgroup *g, uint32_t p)
     uint32_t n = 0;
     for (uint32_t i = 0; i < P->ahead_n; i++) {
         uint64_t off = ahead_at(P, i);
-        if (lookup(g, p, off) != NIL)
+        if (qg_lookup(g, p, off) != NIL)
             P->ahead[(P->ahead_head + n++) % P->ahead_cap] = off;
     }
     P->ahead_n = n;
@@ -626,7 +609,7 @@ static void floor_advance(struct qgroup *g, uint32_t p)
     struct part *P = &g->part[p];
     while (P->ahead_n) {
         uint64_t off = ahead_at(P, 0);
-        uint32_t idx = lookup(g, p, off);
+        uint32_t idx = qg_lookup(g, p, off);
         if (idx != NIL && off >= P->floor) {
             if (g->ents[idx].state != ST_DEAD) {
                 P->floor = off;
@@ -701,7 +684,7 @@ void qgroup_free(struct qgroup *g)
     }
     free(g->ents);
     free(g->slots);
-    free(g->keys);
+    free(g->keys.s);
     free(g);
 }
 
@@ -719,430 +702,6 @@ void qgroup_configure(struct qgroup *g, const struct qgroup_config *cfg)
     g->cfg.max_deliveries = cfg->max_deliveries;
 }
 
-/* ---- planning ------------------------------------------------------------- */
-
-static void next_gen(struct qgroup *g)
-{
-    if (++g->gen == 0) { /* wrapped: old marks could look current */
-        for (uint32_t i = 0; i < g->ehw; i++)
-            g->ents[i].pmark = g->ents[i].prel = 0;
-        g->gen = 1;
-    }
-}
-
-struct planner {
-    struct qgroup *g;
-    const struct qgroup_env *env;
-    struct qplan *out; /* NULL: only count (qgroup_available) */
-    uint64_t now;
-    uint32_t batch, delivered, work, work_cap, np;
-    int32_t only;
-    uint64_t first[QGROUP_MAX_PARTITIONS], next[QGROUP_MAX_PARTITIONS];
-    /* keys whose new messages this plan already decided: 1 clear, 2 blocked */
-    uint32_t *kkeys;
-    uint8_t *kval;
-    uint32_t kcap, kn;
-};
-
-static bool pl_full(const struct planner *pl)
-{
-    return pl->delivered >= pl->batch || pl->work >= pl->work_cap;
-}
-
-static int emit(struct planner *pl, uint32_t p, uint64_t off, uint8_t kind, uint32_t attempt,
-                uint32_t key, uint64_t at)
-{
-    if (kind == QPLAN_DELIVER)
-        pl->delivered++;
-    else
-        pl->work++;
-    struct qplan *q = pl->out;
-    if (!q)
-        return 0;
-    if (q->n == q->cap) {
-        uint32_t cap = q->cap ? q->cap * 2 : 16;
-        struct qplan_item *ni = realloc(q->items, (size_t)cap * sizeof *ni);
-        if (!ni)
-            return CY_ENOMEM;
-        q->items = ni;
-        q->cap = cap;
-    }
-    q->items[q->n++] = (struct qplan_item){p, off, kind, attempt, key, at};
-    if (kind == QPLAN_DELIVER)
-        q->delivered++;
-    return 0;
-}
-
-static uint8_t kmap_get(const struct planner *pl, uint32_t key)
-{
-    if (!pl->kcap)
-        return 0;
-    uint32_t mask = pl->kcap - 1, i = khash(key) & mask;
-    while (pl->kkeys[i]) {
-        if (pl->kkeys[i] == key)
-            return pl->kval[i];
-        i = (i + 1) & mask;
-    }
-    return 0;
-}
-
-static int kmap_set(struct planner *pl, uint32_t key, uint8_t v)
-{
-    if ((pl->kn + 1) * 2 > pl->kcap) {
-        uint32_t cap = pl->kcap ? pl->kcap * 2 : 64;
-        uint32_t *nk = calloc(cap, sizeof *nk);
-        uint8_t *nv = calloc(cap, 1);
-        if (!nk || !nv) {
-            free(nk);
-            free(nv);
-            return CY_ENOMEM;
-        }
-        for (uint32_t i = 0; i < pl->kcap; i++)
-            if (pl->kkeys[i]) {
-                uint32_t j = khash(pl->kkeys[i]) & (cap - 1);
-                while (nk[j])
-                    j = (j + 1) & (cap - 1);
-                nk[j] = pl->kkeys[i];
-                nv[j] = pl->kval[i];
-            }
-        free(pl->kkeys);
-        free(pl->kval);
-        pl->kkeys = nk;
-        pl->kval = nv;
-        pl->kcap = cap;
-    }
-    uint32_t mask = pl->kcap - 1, i = khash(key) & mask;
-    while (pl->kkeys[i] && pl->kkeys[i] != key)
-        i = (i + 1) & mask;
-    if (!pl->kkeys[i])
-        pl->kn++;
-    pl->kkeys[i] = key;
-    pl->kval[i] = v;
-    return 0;
-}
-
-/* May a message of `key` that is not in its queue yet be delivered now? Only
- * when everything already queued for the key is passed by this plan. */
-static bool tail_clear(const struct planner *pl, uint32_t key)
-{
-    uint8_t v = kmap_get(pl, key);
-    if (v)
-        return v == 1;
-    const struct kslot *k = key_find(pl->g, key);
-    if (!k)
-        return true;
-    const struct entry *t = &pl->g->ents[k->tail];
-    return t->pmark == pl->g->gen && t->pclear;
-}
-
-static bool clear_before(const struct qgroup *g, const struct entry *e)
-{
-    if (e->qprev == NIL)
-        return true;
-    const struct entry *pe = &g->ents[e->qprev];
-    return pe->pmark == g->gen && pe->pclear;
-}
-
-static bool expiry_kills(const struct qgroup *g, const struct entry *e)
-{
-    return g->cfg.max_deliveries && (uint64_t)e->expiries + 1 >= g->cfg.max_deliveries;
-}
-
-static uint32_t next_attempt(const struct entry *e)
-{
-    return e->attempt == UINT32_MAX ? UINT32_MAX : e->attempt + 1;
-}
-
-static bool gone(const struct planner *pl, const struct entry *e)
-{
-    return e->part < pl->np && e->offset < pl->first[e->part];
-}
-
-/* After e (in its key's queue) was passed, give the same caller the messages
- * queued right behind it while they are available (invariant 5). */
-static int walk_after(struct planner *pl, uint32_t idx)
-{
-    struct qgroup *g = pl->g;
-    uint32_t gen = g->gen;
-    for (uint32_t s = g->ents[idx].qnext; s != NIL && !pl_full(pl); s = g->ents[s].qnext) {
-        struct entry *se = &g->ents[s];
-        if (se->pmark == gen || (pl->only >= 0 && se->part != (uint32_t)pl->only))
-            return 0;
-        uint8_t kind = QPLAN_DELIVER;
-        uint32_t attempt;
-        if (gone(pl, se))
-            kind = QPLAN_SKIP, attempt = se->attempt;
-        else if (se->prel == gen)
-            attempt = se->attempt; /* released by this plan: not counted */
-        else if (se->state == ST_BLOCKED || se->state == ST_AVAIL ||
-                 (se->state == ST_RETRY && se->at <= pl->now))
-            attempt = next_attempt(se);
-        else
-            return 0; /* held by a live lease or a future retry */
-        int rc = emit(pl, se->part, se->offset, kind, attempt, se->key_hash, 0);
-        if (rc)
-            return rc;
-        se->pmark = gen;
-        se->pclear = 1;
-    }
-    return 0;
-}
-
-/* A due heap entry (lease expired, retry or delay reached, available again). */
-static int decide_due(struct planner *pl, uint32_t idx)
-{
-    struct qgroup *g = pl->g;
-    struct entry *e = &g->ents[idx];
-    uint32_t gen = g->gen, p = e->part, key = e->key_hash;
-    int rc;
-    e->pmark = gen;
-    e->pclear = 0;
-    if (!keyed(g, e)) {
-        uint8_t kind = QPLAN_DELIVER;
-        if (gone(pl, e))
-            kind = QPLAN_SKIP;
-        else if (e->state == ST_LEASED && expiry_kills(g, e))
-            kind = QPLAN_DEAD;
-        e->pclear = 1;
-        return emit(pl, p, e->offset,
-                    kind, kind == QPLAN_DELIVER ? next_attempt(e) : e->attempt, key, 0);
-    }
-    if (!(e->flags & F_INQ)) { /* WAITING: joins its key's queue now */
-        if (gone(pl, e))
-            return emit(pl, p, e->offset, QPLAN_SKIP, 0, key, 0);
-        bool clear = tail_clear(pl, key);
-        if ((rc = kmap_set(pl, key, clear ? 1 : 2)))
-            return rc;
-        return emit(pl, p, e->offset, clear ? QPLAN_DELIVER : QPLAN_BLOCK,
-                    clear ? next_attempt(e) : 0, key, 0);
-    }
-    bool cb = clear_before(g, e);
-    if (gone(pl, e)) {
-        e->pclear = cb;
-        rc = emit(pl, p, e->offset, QPLAN_SKIP, e->attempt, key, 0);
-    } else if (e->prel == gen) {
-        if (!cb) {
-            pl->work++; /* apply blocks it anyway: no item */
-            return 0;
-        }
-        e->pclear = 1;
-        rc = emit(pl, p, e->offset, QPLAN_DELIVER, e->attempt, key, 0);
-    } else {
-        if (e->state == ST_LEASED) /* an expiry: its receive's later ones are released */
-            for (uint32_t s = e->qnext; s != NIL; s = g->ents[s].qnext) {
-                struct entry *se = &g->ents[s];
-                if (se->state == ST_LEASED && se->recv == e->recv && se->pmark != gen)
-                    se->prel = gen;
-            }
-        if (e->state == ST_LEASED && expiry_kills(g, e)) {
-            e->pclear = cb;
-            rc = emit(pl, p, e->offset, QPLAN_DEAD, e->attempt, key, 0);
-        } else if (cb) {
-            e->pclear = 1;
-            rc = emit(pl, p, e->offset, QPLAN_DELIVER, next_attempt(e), key, 0);
-        } else {
-            rc = emit(pl, p, e->offset, QPLAN_BLOCK, e->attempt, key, 0);
-        }
-    }
-    if (rc || !e->pclear)
-        return rc;
-    return walk_after(pl, idx);
-}
-
-/* Aux heap over (partition, position) pairs: visits the partition heaps in
- * (at, partition, offset) order without changing them. */
-struct aux {
-    uint32_t p, pos;
-};
-
-static bool aux_less(const struct qgroup *g, struct aux a, struct aux b)
-{
-    const struct hitem *x = &g->part[a.p].heap[a.pos], *y = &g->part[b.p].heap[b.pos];
-    if (x->at != y->at)
-        return x->at < y->at;
-    if (a.p != b.p)
-        return a.p < b.p;
-    return x->off < y->off;
-}
-
-struct auxheap {
-    struct aux *v;
-    uint32_t n, cap;
-};
-
-static int aux_push(const struct qgroup *g, struct auxheap *h, struct aux a)
-{
-    if (h->n == h->cap) {
-        uint32_t cap = h->cap ? h->cap * 2 : 128;
-        struct aux *nv = realloc(h->v, (size_t)cap * sizeof *nv);
-        if (!nv)
-            return CY_ENOMEM;
-        h->v = nv;
-        h->cap = cap;
-    }
-    uint32_t i = h->n++;
-    h->v[i] = a;
-    while (i > 0 && aux_less(g, h->v[i], h->v[(i - 1) / 2])) {
-        struct aux t = h->v[i];
-        h->v[i] = h->v[(i - 1) / 2];
-        h->v[(i - 1) / 2] = t;
-        i = (i - 1) / 2;
-    }
-    return 0;
-}
-
-static struct aux aux_pop(const struct qgroup *g, struct auxheap *h)
-{
-    struct aux top = h->v[0];
-    h->v[0] = h->v[--h->n];
-    for (uint32_t i = 0;;) {
-        uint32_t l = 2 * i + 1, m = i;
-        if (l < h->n && aux_less(g, h->v[l], h->v[m]))
-            m = l;
-        if (l + 1 < h->n && aux_less(g, h->v[l + 1], h->v[m]))
-            m = l + 1;
-        if (m == i)
-            break;
-        struct aux t = h->v[i];
-        h->v[i] = h->v[m];
-        h->v[m] = t;
-        i = m;
-    }
-    return top;
-}
-
-static int plan_due(struct planner *pl)
-{
-    struct qgroup *g = pl->g;
-    struct auxheap h = {0};
-    int rc = 0;
-    for (uint32_t p = 0; p < QGROUP_MAX_PARTITIONS && !rc; p++)
-        if (g->part[p].hn && (pl->only < 0 || (uint32_t)pl->only == p))
-            rc = aux_push(g, &h, (struct aux){p, 0});
-    while (!rc && h.n && !pl_full(pl)) {
-        struct aux a = aux_pop(g, &h);
-        const struct part *P = &g->part[a.p];
-        const struct hitem *it = &P->heap[a.pos];
-        if (it->at > pl->now)
-            break;
-        if (2 * a.pos + 1 < P->hn)
-            rc = aux_push(g, &h, (struct aux){a.p, 2 * a.pos + 1});
-        if (!rc && 2 * a.pos + 2 < P->hn)
-            rc = aux_push(g, &h, (struct aux){a.p, 2 * a.pos + 2});
-        if (rc || !hvalid(g, a.p, it) || g->ents[it->idx].pmark == g->gen)
-            continue;
-        rc = decide_due(pl, it->idx);
-    }
-    free(h.v);
-    return rc;
-}
-
-/* Offsets never looked at, one per partition per round. */
-static int plan_scan(struct planner *pl, uint32_t start)
-{
-    struct qgroup *g = pl->g;
-    uint64_t pos[QGROUP_MAX_PARTITIONS], lim[QGROUP_MAX_PARTITIONS];
-    for (uint32_t p = 0; p < pl->np; p++) {
-        bool init = g->init_mask & (1ull << p);
-        uint64_t base = init ? g->part[p].floor : pl->first[p];
-        pos[p] = init ? g->part[p].scan : pl->first[p];
-        lim[p] = pl->next[p];
-        if (g->fifo && base + g->window < lim[p] && base + g->window > base)
-            lim[p] = base + g->window; /* bounded look-ahead */
-        if (pl->only >= 0 && (uint32_t)pl->only != p)
-            lim[p] = 0;
-    }
-    bool more = true;
-    while (more && !pl_full(pl)) {
-        more = false;
-        for (uint32_t k = 0; k < pl->np && !pl_full(pl); k++) {
-            uint32_t p = (start + k) % pl->np;
-            if (pos[p] >= lim[p])
-                continue;
-            more = true;
-            uint64_t off = pos[p]++;
-            uint32_t key = 0;
-            uint64_t sched = 0;
-            int rc = off < pl->first[p] ? CY_ERANGE
-                                        : pl->env->meta(pl->env->arg, p, off, &key, &sched);
-            if (rc == CY_ERANGE) {
-                rc = emit(pl, p, off, QPLAN_SKIP, 0, 0, 0);
-            } else if (rc) {
-                return rc;
-            } else if (sched > pl->now) {
-                rc = emit(pl, p, off, QPLAN_WAIT, 0, key, sched);
-            } else if (g->fifo && key) {
-                bool clear = tail_clear(pl, key);
-                rc = kmap_set(pl, key, clear ? 1 : 2);
-                if (!rc)
-                    rc = emit(pl, p, off, clear ? QPLAN_DELIVER : QPLAN_BLOCK, clear ? 1 : 0,
-                              key, 0);
-            } else {
-                rc = emit(pl, p, off, QPLAN_DELIVER, 1, key, 0);
-            }
-            if (rc)
-                return rc;
-        }
-    }
-    return 0;
-}
-
-static int run_planner(struct qgroup *g, const struct qgroup_env *env, uint64_t now,
-                       uint32_t batch, int32_t only, uint32_t start, struct qplan *out,
-                       uint32_t *delivered)
-{
-    struct planner pl;
-    memset(&pl, 0, sizeof pl);
-    pl.g = g;
-    pl.env = env;
-    pl.out = out;
-    pl.now = now;
-    pl.batch = batch;
-    pl.only = only;
-    uint64_t cap = 4 * (uint64_t)batch + 1000;
-    pl.work_cap = cap > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)cap;
-    pl.np = env->partitions > QGROUP_MAX_PARTITIONS ? QGROUP_MAX_PARTITIONS : env->partitions;
-    *delivered = 0;
-    if (batch == 0 || (only >= 0 && (uint32_t)only >= pl.np))
-        return 0;
-    int rc = heaps_repair(g);
-    if (rc)
-        return rc;
-    for (uint32_t p = 0; p < pl.np; p++) {
-        env->bounds(env->arg, p, &pl.first[p], &pl.next[p]);
-        if (pl.next[p] < pl.first[p])
-            pl.next[p] = pl.first[p];
-    }
-    next_gen(g);
-    rc = plan_due(&pl);
-    if (!rc)
-        rc = plan_scan(&pl, pl.np ? start % pl.np : 0);
-    free(pl.kkeys);
-    free(pl.kval);
-    *delivered = pl.delivered;
-    return rc;
-}
-
-int qgroup_plan_receive(struct qgroup *g, const struct qgroup_env *env, uint64_t now,
-                        uint32_t batch, int32_t only, uint32_t start_partition,
-                        struct qplan *plan)
-{
-    uint32_t delivered;
-    plan->n = plan->delivered = 0;
-    int rc = run_planner(g, env, now, batch, only, start_partition, plan, &delivered);
-    if (rc)
-        plan->n = plan->delivered = 0;
-    return rc;
-}
-
-uint32_t qgroup_available(struct qgroup *g, const struct qgroup_env *env, uint64_t now,
-                          int32_t only, uint32_t cap)
-{
-    uint32_t delivered = 0;
-    run_planner(g, env, now, cap, only, 0, NULL, &delivered);
-    return delivered;
-}
-
 /* ---- applying ------------------------------------------------------------- */
 
 static int check_plan(const struct qplan *plan)
@@ -1158,7 +717,7 @@ static void after_apply(struct qgroup *g)
     for (uint32_t p = 0; p < QGROUP_MAX_PARTITIONS; p++)
         if (g->part[p].hn)
             heap_trim(g, p);
-    heaps_repair(g); /* best effort; the next plan retries */
+    qg_heaps_repair(g); /* best effort; the next plan retries */
 }
 
 /* An item for an offset the group never looked at: create its entry. */
@@ -1182,6 +741,8 @@ static void apply_new(struct qgroup *g, const struct qplan_item *it, uint64_t re
         return;
     case QPLAN_WAIT:
         set_timer(g, idx, ST_WAITING, it->at);
+        if (keyed(g, e))
+            q_append(g, idx); /* holds its key while it waits (invariant 4) */
         return;
     case QPLAN_BLOCK:
         if (keyed(g, e)) {
@@ -1225,7 +786,7 @@ int qgroup_apply_receive(struct qgroup *g, uint64_t now, uint64_t lease_until,
             g->init_mask |= 1ull << p;
             P->floor = P->scan = it->offset;
         }
-        uint32_t idx = lookup(g, p, it->offset);
+        uint32_t idx = qg_lookup(g, p, it->offset);
         if (idx == NIL) {
             if (it->offset >= P->scan && it->offset != UINT64_MAX)
                 apply_new(g, it, recv, lease_until);
@@ -1278,7 +839,7 @@ int qgroup_apply_receive(struct qgroup *g, uint64_t now, uint64_t lease_until,
 int qgroup_apply_ack(struct qgroup *g, const struct qgroup_id *ids, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t idx = lookup(g, ids[i].partition, ids[i].offset);
+        uint32_t idx = qg_lookup(g, ids[i].partition, ids[i].offset);
         if (idx == NIL)
             continue;
         const struct entry *e = &g->ents[idx];
@@ -1290,46 +851,6 @@ int qgroup_apply_ack(struct qgroup *g, const struct qgroup_id *ids, uint32_t n)
     return 0;
 }
 
-int qgroup_plan_nack(struct qgroup *g, const struct qgroup_id *ids, uint32_t n, uint64_t now,
-                     bool has_delay, uint64_t delay_ms, struct qplan *plan)
-{
-    struct planner pl;
-    memset(&pl, 0, sizeof pl);
-    pl.g = g;
-    pl.out = plan;
-    plan->n = plan->delivered = 0;
-    next_gen(g);
-    uint32_t gen = g->gen;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t idx = lookup(g, ids[i].partition, ids[i].offset);
-        if (idx == NIL)
-            continue;
-        struct entry *e = &g->ents[idx];
-        if (e->state != ST_LEASED || e->pmark == gen || e->prel == gen)
-            continue; /* not leased, a duplicate, or released by an earlier id */
-        e->pmark = gen;
-        int rc;
-        if (e->nacks < g->cfg.retry_count) {
-            uint64_t d = has_delay ? delay_ms : g->cfg.retry_schedule[e->nacks];
-            rc = emit(&pl, e->part, e->offset, QPLAN_WAIT, e->attempt, e->key_hash,
-                      sat_add(now, d));
-        } else {
-            rc = emit(&pl, e->part, e->offset, QPLAN_DEAD, e->attempt, e->key_hash, 0);
-        }
-        if (rc) {
-            plan->n = 0;
-            return rc;
-        }
-        if (e->flags & F_INQ)
-            for (uint32_t s = e->qnext; s != NIL; s = g->ents[s].qnext) {
-                struct entry *se = &g->ents[s];
-                if (se->state == ST_LEASED && se->recv == e->recv && se->pmark != gen)
-                    se->prel = gen;
-            }
-    }
-    return 0;
-}
-
 int qgroup_apply_nack(struct qgroup *g, const struct qplan *plan)
 {
     int rc = check_plan(plan);
@@ -1337,7 +858,7 @@ int qgroup_apply_nack(struct qgroup *g, const struct qplan *plan)
         return rc;
     for (uint32_t i = 0; i < plan->n; i++) {
         const struct qplan_item *it = &plan->items[i];
-        uint32_t idx = lookup(g, it->partition, it->offset);
+        uint32_t idx = qg_lookup(g, it->partition, it->offset);
         if (idx == NIL || g->ents[idx].state != ST_LEASED)
             continue;
         if (it->kind != QPLAN_WAIT && it->kind != QPLAN_DEAD)
@@ -1355,41 +876,11 @@ int qgroup_apply_nack(struct qgroup *g, const struct qplan *plan)
     return 0;
 }
 
-int qgroup_check_extend(struct qgroup *g, const struct qgroup_id *ids, uint32_t n, uint64_t now,
-                        uint32_t *bad_index, const char **reason)
-{
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t p = ids[i].partition;
-        uint64_t off = ids[i].offset;
-        uint32_t idx = lookup(g, p, off);
-        const char *why = NULL;
-        if (idx == NIL) {
-            bool init = p < QGROUP_MAX_PARTITIONS && (g->init_mask & (1ull << p));
-            why = init && off < g->part[p].scan ? "message is already acked"
-                                                : "message has no active lease";
-        } else {
-            const struct entry *e = &g->ents[idx];
-            if (e->state == ST_DEAD)
-                why = "message is in the dead-letter queue";
-            else if (e->state != ST_LEASED)
-                why = "message has no active lease";
-            else if (e->at <= now)
-                why = "lease has expired";
-        }
-        if (why) {
-            *bad_index = i;
-            *reason = why;
-            return CY_EINVAL;
-        }
-    }
-    return 0;
-}
-
 int qgroup_apply_extend(struct qgroup *g, const struct qgroup_id *ids, uint32_t n,
                         uint64_t lease_until)
 {
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t idx = lookup(g, ids[i].partition, ids[i].offset);
+        uint32_t idx = qg_lookup(g, ids[i].partition, ids[i].offset);
         if (idx != NIL && g->ents[idx].state == ST_LEASED)
             set_timer(g, idx, ST_LEASED, lease_until);
     }
@@ -1483,67 +974,10 @@ void qgroup_forget_before(struct qgroup *g, uint32_t p, uint64_t first)
         P->below += g->ents[i].state != ST_FREE && g->ents[i].part == p &&
                     g->ents[i].offset < P->floor;
     if (unlinked)
-        for (uint32_t i = 0; i < g->kcap; i++)
-            if (g->keys[i].key && g->ents[g->keys[i].head].state == ST_BLOCKED)
-                set_timer(g, g->keys[i].head, ST_AVAIL, 0);
+        for (uint32_t i = 0; i < g->keys.cap; i++)
+            if (g->keys.s[i].key && g->ents[g->keys.s[i].head].state == ST_BLOCKED)
+                set_timer(g, g->keys.s[i].head, ST_AVAIL, 0);
     after_apply(g);
-}
-
-/* ---- numbers ------------------------------------------------------------- */
-
-void qgroup_get_stats(const struct qgroup *g, const struct qgroup_env *env, uint64_t now,
-                      struct qgroup_stats *st)
-{
-    memset(st, 0, sizeof *st);
-    uint32_t np = env->partitions > QGROUP_MAX_PARTITIONS ? QGROUP_MAX_PARTITIONS : env->partitions;
-    for (uint32_t p = 0; p < QGROUP_MAX_PARTITIONS; p++) {
-        const struct part *P = &g->part[p];
-        uint64_t first = 0, next = 0;
-        if (p < np)
-            env->bounds(env->arg, p, &first, &next);
-        bool init = g->init_mask & (1ull << p);
-        uint64_t scan = init ? P->scan : first;
-        st->floor[p] = st->oldest_unsettled_offset[p] = init ? P->floor : first;
-        st->lag += (next > scan ? next - scan : 0) + P->cnt[ST_LEASED] + P->cnt[ST_RETRY] +
-                   P->cnt[ST_WAITING] + P->cnt[ST_AVAIL] + P->cnt[ST_BLOCKED];
-        st->waiting_retry += P->cnt[ST_RETRY];
-        st->dead += P->cnt[ST_DEAD];
-        st->delayed += P->cnt[ST_WAITING];
-    }
-    for (uint32_t i = 0; i < g->ehw; i++)
-        st->in_flight += g->ents[i].state == ST_LEASED && g->ents[i].at > now;
-}
-
-uint64_t qgroup_next_wakeup(const struct qgroup *g, uint64_t now)
-{
-    uint64_t best = UINT64_MAX;
-    uint32_t budget = WAKEUP_BUDGET;
-    for (uint32_t p = 0; p < QGROUP_MAX_PARTITIONS; p++) {
-        const struct part *P = &g->part[p];
-        if (g->heap_lost & (1ull << p))
-            return now + 1; /* unknown: look again soon */
-        /* Depth-first over the heap; a subtree whose root is at or after the
-         * best time so far cannot hold an earlier one. */
-        uint32_t stack[128], sp = 0;
-        if (P->hn)
-            stack[sp++] = 0;
-        while (sp) {
-            uint32_t i = stack[--sp];
-            const struct hitem *it = &P->heap[i];
-            if (it->at >= best)
-                continue;
-            if (!budget--)
-                return now + 1 < best ? now + 1 : best;
-            if (it->at > now && hvalid(g, p, it)) {
-                best = it->at;
-                continue;
-            }
-            for (uint32_t c = 2 * i + 1; c <= 2 * i + 2; c++)
-                if (c < P->hn && sp < 128)
-                    stack[sp++] = c;
-        }
-    }
-    return best;
 }
 
 /* ---- checkpoint ----------------------------------------------------------- */
@@ -1601,12 +1035,56 @@ static int cmp_qorder(const void *a, const void *b, void *arg)
     return cmp_pos(a, b, arg);
 }
 
-static bool in_queue_state(uint8_t st)
+static int cmp_due(const void *a, const void *b, void *arg)
 {
-    return st == ST_LEASED || st == ST_RETRY || st == ST_AVAIL || st == ST_BLOCKED;
+    const struct entry *ents = arg;
+    const struct entry *x = &ents[*(const uint32_t *)a], *y = &ents[*(const uint32_t *)b];
+    if (x->at != y->at)
+        return x->at < y->at ? -1 : 1;
+    return cmp_pos(a, b, arg);
 }
 
-static int load_entries(struct reader *r, struct qgroup *g)
+/* Which keyed entries a loader links into their key's queues. */
+enum qpick {
+    QP_QUEUED,  /* every one but DEAD */
+    QP_V1,      /* version 1 kept WAITING ones out: every one but DEAD, WAITING */
+    QP_WAITING, /* WAITING ones */
+};
+
+static bool picked(const struct entry *e, enum qpick which)
+{
+    if (e->state == ST_FREE || e->state == ST_DEAD || !e->key_hash)
+        return false;
+    return which == QP_QUEUED || (e->state == ST_WAITING) == (which == QP_WAITING);
+}
+
+/* Indices of the picked entries sorted by cmp. *out is malloc'd (NULL when
+ * none). */
+static int collect_keyed(const struct qgroup *g, enum qpick which,
+                         int (*cmp)(const void *, const void *, void *), uint32_t **out,
+                         uint32_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    uint32_t c = 0;
+    for (uint32_t i = 0; i < g->ehw; i++)
+        c += picked(&g->ents[i], which);
+    if (!c)
+        return 0;
+    uint32_t *v = malloc((size_t)c * sizeof *v);
+    if (!v)
+        return CY_ENOMEM;
+    c = 0;
+    for (uint32_t i = 0; i < g->ehw; i++)
+        if (picked(&g->ents[i], which))
+            v[c++] = i;
+    qsort_r(v, c, sizeof *v, cmp, g->ents);
+    *out = v;
+    *n = c;
+    return 0;
+}
+
+static int load_entries(struct reader *r, struct qgroup *g, uint16_t version)
 {
     uint32_t n = rd_u32(r);
     if (r->err || (uint64_t)n * ENTRY_BYTES > reader_left(r))
@@ -1648,31 +1126,33 @@ static int load_entries(struct reader *r, struct qgroup *g)
     if (!g->fifo)
         return 0;
     /* Rebuild the key queues in their saved order. */
-    uint32_t c = 0;
-    for (uint32_t i = 0; i < g->ehw; i++)
-        c += g->ents[i].key_hash && in_queue_state(g->ents[i].state);
-    if (!c)
-        return 0;
-    uint32_t *v = malloc((size_t)c * sizeof *v);
-    if (!v)
-        return CY_ENOMEM;
-    c = 0;
-    for (uint32_t i = 0; i < g->ehw; i++)
-        if (g->ents[i].key_hash && in_queue_state(g->ents[i].state))
-            v[c++] = i;
-    qsort_r(v, c, sizeof *v, cmp_qorder, g->ents);
+    uint32_t *v, c;
+    if ((rc = collect_keyed(g, version >= 2 ? QP_QUEUED : QP_V1, cmp_qorder, &v, &c)))
+        return rc;
+    uint64_t next_qseq = g->qseq;
     for (uint32_t i = 0; i < c; i++) {
         uint64_t qseq = g->ents[v[i]].qseq;
         q_append(g, v[i]); /* assigns a fresh qseq: put the saved one back */
         g->ents[v[i]].qseq = qseq;
     }
+    g->qseq = next_qseq;
+    free(v);
+    if (version >= 2)
+        return 0;
+    /* Version 1: a delayed message joined its key's queue when it became due;
+     * append the waiting ones in that order (fresh qseqs, after the saved). */
+    if ((rc = collect_keyed(g, QP_WAITING, cmp_due, &v, &c)))
+        return rc;
+    for (uint32_t i = 0; i < c; i++)
+        q_append(g, v[i]);
     free(v);
     return 0;
 }
 
 int qgroup_load(struct reader *r, struct qgroup **out)
 {
-    if (rd_u32(r) != QG_MAGIC || rd_u16(r) != QG_VERSION)
+    uint16_t version;
+    if (rd_u32(r) != QG_MAGIC || (version = rd_u16(r)) < 1 || version > QG_VERSION)
         return CY_ECORRUPT;
     uint8_t fifo = rd_u8(r);
     uint32_t window = rd_u32(r);
@@ -1702,12 +1182,12 @@ int qgroup_load(struct reader *r, struct qgroup **out)
             if (r->err || g->part[p].floor > g->part[p].scan)
                 goto fail;
         }
-    if ((rc = load_entries(r, g)))
-        goto fail;
     g->qseq = qseq;
-    for (uint32_t i = 0; i < g->kcap; i++) /* heads are never BLOCKED */
-        if (g->keys[i].key && g->ents[g->keys[i].head].state == ST_BLOCKED) {
-            struct entry *e = &g->ents[g->keys[i].head];
+    if ((rc = load_entries(r, g, version)))
+        goto fail;
+    for (uint32_t i = 0; i < g->keys.cap; i++) /* heads are never BLOCKED */
+        if (g->keys.s[i].key && g->ents[g->keys.s[i].head].state == ST_BLOCKED) {
+            struct entry *e = &g->ents[g->keys.s[i].head];
             set_state(g, e, ST_AVAIL);
             e->at = 0;
         }

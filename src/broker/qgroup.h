@@ -33,15 +33,18 @@
  *
  * FIFO adds, per key hash (messages without a key have key_hash 0 and no
  * ordering): a message is deliverable only if no earlier message of its key
- * in the group is LEASED, RETRY or WAITING-for-retry; later messages of a held
- * key are BLOCKED in order behind it. One receive may give one caller several
- * consecutive messages of one key. When a message of a key is nacked or its
- * lease expires, the later messages of that key leased in the same receive
- * are released (available again, attempt not counted). Dead-lettering a
- * message releases its key. The look-ahead is bounded: scan[p] never runs
- * more than `fifo_window` offsets ahead of floor[p], so BLOCKED entries stay
- * bounded (a key blocked for long stalls the partition's look-ahead only once
- * the window is full).
+ * in the group is LEASED, RETRY (waiting for a retry) or WAITING (delayed: a
+ * keyed message that a receive meets before its scheduled_at takes its place
+ * in its key's order then, and holds the key while it waits; at its time it
+ * is delivered as its key's head, or waits behind the message holding the
+ * key); later messages of a held key are BLOCKED in order behind it. One
+ * receive may give one caller several consecutive messages of one key. When a
+ * message of a key is nacked or its lease expires, the later messages of that
+ * key leased in the same receive are released (available again, attempt not
+ * counted). Dead-lettering a message releases its key. The look-ahead is
+ * bounded: scan[p] never runs more than `fifo_window` offsets ahead of
+ * floor[p], so BLOCKED entries stay bounded (a key blocked for long stalls
+ * the partition's look-ahead only once the window is full).
  *
  * Message ids: (partition, offset). Thread-safety: none (the broker thread).
  */
@@ -184,13 +187,17 @@ void qgroup_get_stats(const struct qgroup *g, const struct qgroup_env *env, uint
 uint32_t qgroup_available(struct qgroup *g, const struct qgroup_env *env, uint64_t now, int32_t only,
                           uint32_t cap);
 /* The earliest future time at which something becomes available by itself
- * (lease expiry, retry, delay), or UINT64_MAX. */
+ * (lease expiry, retry, delay), or UINT64_MAX. Never late; it may be early
+ * (e.g. the time of a delayed message whose key an earlier one holds).
+ * Delayed messages no receive has met yet are not known here: a receive plan
+ * lists them as QPLAN_WAIT items with their time. */
 uint64_t qgroup_next_wakeup(const struct qgroup *g, uint64_t now);
 
 /* Checkpoint: a canonical encoding (equal states give equal bytes: sorted,
  * no pointers), and its decoder. */
 int qgroup_save(const struct qgroup *g, struct buf *out);
-/* CY_ECORRUPT on malformed input; NULL-safe on failure (*out untouched). */
+/* Reads every version written so far. CY_ECORRUPT on malformed input;
+ * NULL-safe on failure (*out untouched). */
 int qgroup_load(struct reader *r, struct qgroup **out);
 
 #endif

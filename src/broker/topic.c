@@ -336,8 +336,21 @@ int topic_apply_publish(struct broker_ns *ns, const struct journal_record *rec, 
                 dedup_free(d);
                 return CY_ENOMEM;
             }
-            if (old) /* cannot happen live (a duplicate is never stored twice) */
-                return CY_ECORRUPT;
+            if (old) {
+                /* An expired entry not yet dropped: the list is in expiry
+                 * order only while --dedup-window-ms never shrank. Unlink it. */
+                struct dedup *o = old, **pp = &t->dhead, *prev = NULL;
+                while (*pp && *pp != o) {
+                    prev = *pp;
+                    pp = &(*pp)->next;
+                }
+                if (*pp) {
+                    *pp = o->next;
+                    if (t->dtail == o)
+                        t->dtail = prev;
+                }
+                dedup_free(o);
+            }
             if (t->dtail)
                 t->dtail->next = d;
             else
@@ -753,6 +766,22 @@ int broker_topic_trim(struct broker *b, const struct broker_trim_req *req,
         res->start_offset[res->n++] = first;
     }
     return 0;
+}
+
+uint64_t topic_oldest_needed(struct broker_ns *ns)
+{
+    uint64_t needed = journal_end(store_journal(ns->store));
+    for (uint32_t i = 0; i < ns->n_topics; i++) {
+        struct topic *t = ns->by_id[i];
+        for (uint32_t p = 0; p < t->partitions; p++) {
+            uint64_t first, next, pos;
+            topic_bounds(t, p, &first, &next);
+            if (first < next && store_oldest_needed(ns->store, part_id_of(t->id, p), first, &pos) == 0 &&
+                pos < needed)
+                needed = pos;
+        }
+    }
+    return needed;
 }
 
 int topic_retention_cut(struct broker_ns *ns, uint64_t cut)

@@ -109,7 +109,7 @@ void journal_segment_name(uint64_t base, char *buf, size_t len)
  *   8 u64 base position  16 u64 first record timestamp  24 u64 capacity
  *   32 u32 CRC-32C of bytes 0..31     36 u32 reserved
  *   40 u64 durable hint  48 u32 CRC-32C of bytes 40..47  52..63 reserved
- * The hint is rewritten in place at each sync with a position an earlier
+ * The hint is rewritten in place at most every HINT_EVERY_MS (20 ms) before a sync, and at a clean close with a position an earlier
  * sync proved durable; it has its own checksum because it changes. */
 int journal_segment_header_decode(const uint8_t *p, size_t n, struct journal_segment_header *h)
 {

@@ -415,6 +415,15 @@ int store_retain_point(struct store *s, uint64_t now_ms, uint64_t max_age_ms,
 int store_retain_to(struct store *s, uint64_t cut, int *deleted)
 {
     *deleted = 0;
+    /* Never past the older kept checkpoint, nor past what is durable. */
+    uint64_t snaps[2];
+    int ns = snapshot_list(s->fo, s->snap_dir, snaps, 2);
+    if (ns <= 0)
+        return ns;
+    if (cut > snaps[0])
+        cut = snaps[0];
+    if (cut > journal_durable(s->j))
+        cut = journal_durable(s->j);
     uint64_t start = journal_start(s->j);
     if (cut <= start)
         return 0;
@@ -447,6 +456,19 @@ int store_retain(struct store *s, uint64_t now_ms, uint64_t max_age_ms, uint64_t
     *deleted = 0;
     int rc = store_retain_point(s, now_ms, max_age_ms, max_bytes, &cut);
     return rc ? rc : store_retain_to(s, cut, deleted);
+}
+
+int store_oldest_needed(struct store *s, uint64_t part_id, uint64_t first, uint64_t *pos)
+{
+    struct index_entry e;
+    int rc = store_read_entry(s, part_id, first, &e);
+    if (rc == CY_ERANGE) {
+        *pos = UINT64_MAX; /* nothing stored at or after first */
+        return 0;
+    }
+    if (!rc)
+        *pos = e.pos;
+    return rc;
 }
 
 int store_part_first_at(struct store *s, uint64_t part_id, uint64_t pos, uint64_t *offset)
@@ -776,8 +798,10 @@ int store_open(const struct store_config *cfg, const struct store_client *client
     if (rc)
         goto fail;
 
-    /* The newest checkpoint's position is durable whatever the (lagging)
-     * durable hint says: damage before it is corruption, not a torn tail. */
+    /* A checkpoint's position is durable whatever the (lagging) durable hint
+     * says: damage before it is corruption, not a torn tail. snapshot_list
+     * gives the lowest names; the newest of them is a safe floor (at most two
+     * snapshots are kept). */
     uint64_t snaps[2];
     int nsnap = snapshot_list(s->fo, s->snap_dir, snaps, 2);
     struct journal_file_config jc = {
@@ -794,6 +818,13 @@ int store_open(const struct store_config *cfg, const struct store_client *client
     rc = journal_file_open(&jc, &s->j);
     if (rc)
         goto fail;
+    if (jc.durable_floor > journal_end(s->j)) {
+        log_error("store %s: a checkpoint covers the journal up to %" PRIu64
+                  " but the journal ends at %" PRIu64 " (segment files are missing)",
+                  s->dir, jc.durable_floor, journal_end(s->j));
+        rc = CY_ECORRUPT;
+        goto fail;
+    }
     struct index_set_config ic = {.fo = s->fo, .dir = idir, .max_open_files = cfg->index_max_open};
     rc = index_set_open(&ic, &s->ixs);
     if (rc)

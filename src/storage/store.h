@@ -139,6 +139,10 @@ int store_retain(struct store *s, uint64_t now_ms, uint64_t max_age_ms, uint64_t
 int store_retain_point(struct store *s, uint64_t now_ms, uint64_t max_age_ms,
                        uint64_t max_bytes, uint64_t *cut);
 int store_retain_to(struct store *s, uint64_t cut, int *deleted);
+/* The journal position of message `first` of a partition (the oldest one the
+ * layer above still needs): segments wholly before the minimum over all
+ * partitions can go. UINT64_MAX when nothing is stored from first on. */
+int store_oldest_needed(struct store *s, uint64_t part_id, uint64_t first, uint64_t *pos);
 /* The first offset of a partition whose message lies at or after journal
  * position pos (store_part_next when none). */
 int store_part_first_at(struct store *s, uint64_t part_id, uint64_t pos, uint64_t *offset);

@@ -1,0 +1,58 @@
+/*
+ * client_int.h — what the files of libcoyote share:
+ *   client.c            cy_open / cy_close, the call lock, per-thread last
+ *                       errors, the request plumbing (client_call), cy_call_json
+ *   client_msgs.c       the typed operations: request encoding, response decoding
+ *   backend_embedded.c  the file:// backend (the broker in this process)
+ *   backend_http.c      the http:// backend
+ *
+ * Every typed operation has the same shape: build a MessagePack body with
+ * client_begin (which writes "namespace" when the client has one), add its
+ * fields, run it with client_call, read the response tree (valid until the
+ * arena is freed), copy what the caller gets.
+ */
+#ifndef COYOTE_CLIENT_CLIENT_INT_H
+#define COYOTE_CLIENT_CLIENT_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "client/backend.h"
+#include "coyote.h"
+#include "server/codec.h"
+
+/* The per-thread record behind cy_last_error (client.c). */
+struct client_err;
+
+struct cy_client {
+    /* Serializes every call (backend.h: a backend need not be thread-safe).
+     * The embedded backend releases it while a long poll or a durability
+     * wait blocks (backend_embedded_set_lock). */
+    pthread_mutex_t lock;
+    struct cy_backend *be;
+    char *ns;            /* cy_options.ns (copy), or NULL */
+    uint32_t timeout_ms; /* per request, before any batch_wait_ms */
+    struct client_err *errs;
+};
+
+/* Start a request body: a MessagePack map of `pairs` fields plus
+ * "namespace" (written first) when the client has one. */
+void client_begin(cy_client *c, struct out *o, uint32_t pairs);
+
+/* Run op with the body in o (freed here). extra_ms is added to the request
+ * timeout (a long poll's batch_wait_ms). On status 200 *resp is the parsed
+ * response — a map — allocated in a (the caller frees a, also on failure).
+ * Errors: CY_ESERVER (the broker's error body stored for cy_last_error),
+ * CY_EPROTOCOL (an answer that does not parse or is not a map), CY_ENOMEM,
+ * and whatever the backend returns (CY_ECONNECT, CY_ETIMEDOUT, ...). */
+int client_call(cy_client *c, const char *op, struct out *o, uint64_t extra_ms, struct arena *a,
+                const struct val **resp);
+
+/* Tell the embedded backend which mutex its caller holds around call(), so
+ * it can wait on a condition variable with it (releasing it) during long
+ * polls and durability waits. Without it those waits hold every other
+ * caller off. */
+void backend_embedded_set_lock(struct cy_backend *be, pthread_mutex_t *lock);
+
+#endif
