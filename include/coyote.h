@@ -187,6 +187,106 @@ typedef enum cy_seek_kind {
 int cy_seek(cy_client *c, const char *topic, const char *group, cy_seek_kind kind,
             uint64_t value);
 
+/* Dead-letter messages at once, whatever retries remain (a permanent failure):
+ * copied to the group's dlq_topic and acked, or kept dead for the group. */
+int cy_dead_letter(cy_client *c, cy_mode mode, const char *topic, const char *group,
+                   const char *const *msg_ids, size_t n);
+
+/* ---- one message written in pieces ------------------------------------------------ */
+
+/* A writer builds one message whose value is streamed in pieces and published
+ * (as one message, atomically) by cy_writer_close. A writer is for one message
+ * only. The value is buffered in memory (messages are at most the broker's
+ * value limit, 1 MiB by default). */
+typedef struct cy_writer cy_writer;
+/* meta: headers, key and delay of the message (its value is ignored); the
+ * writer copies what it needs. */
+int cy_writer_open(cy_client *c, const char *topic, const cy_message *meta, cy_writer **out);
+int cy_writer_write(cy_writer *w, const void *p, size_t n);
+/* Publish, then free the writer (also on failure). result may be NULL. */
+int cy_writer_close(cy_writer *w, cy_publish_result *result);
+/* Free the writer without publishing. */
+void cy_writer_abort(cy_writer *w);
+
+/* ---- batching publisher ------------------------------------------------------------- */
+
+/* Messages are queued, sent in batches (batch_size messages or after
+ * linger_ms, whichever comes first) from a background thread, and reported
+ * one by one to on_done with their partition and offset, or an error. Each
+ * batch carries a generated idempotency key, so the publisher's own retries
+ * (after CY_ECONNECT/CY_ETIMEDOUT) never store a batch twice. */
+typedef struct cy_publisher cy_publisher;
+/* rc: 0 or the batch's error; partition/offset valid when rc == 0; msg_arg
+ * as given to cy_publisher_send. Called on the publisher's thread. */
+typedef void (*cy_publish_cb)(void *arg, int rc, uint32_t partition, uint64_t offset,
+                              void *msg_arg);
+typedef struct cy_publisher_opts {
+    uint32_t linger_ms;     /* 0: 5 */
+    uint32_t batch_size;    /* 0: 100 */
+    uint32_t max_in_flight; /* messages queued or being sent; send blocks at it; 0: 10000 */
+    uint32_t retries;       /* transport failures retried per batch; 0: 3 */
+    cy_publish_cb on_done;  /* may be NULL */
+    void *arg;
+} cy_publisher_opts;
+int cy_publisher_new(cy_client *c, const char *topic, const cy_publisher_opts *opts,
+                     cy_publisher **out);
+/* Queue one message (copied). Blocks while max_in_flight messages are pending.
+ * CY_ECLOSED after cy_publisher_close began. */
+int cy_publisher_send(cy_publisher *p, const cy_message *m, void *msg_arg);
+/* Wait until everything queued so far is reported. Returns the first error
+ * reported since the previous flush (0 if none). */
+int cy_publisher_flush(cy_publisher *p);
+/* Flush, stop the thread, free. Returns what cy_publisher_flush would. */
+int cy_publisher_close(cy_publisher *p);
+
+/* ---- consumer server --------------------------------------------------------------- */
+
+typedef enum cy_outcome {
+    CY_DONE = 0,  /* handled: ack (queue/FIFO) or commit in order (stream) */
+    CY_RETRY = 1, /* a retryable failure: nack (the group's retry schedule applies) */
+    CY_DEAD = 2,  /* a permanent failure: dead-letter at once */
+} cy_outcome;
+
+/* What a handler knows about the message it runs for. */
+typedef struct cy_context {
+    cy_client *client;
+    cy_mode mode;
+    const char *topic;
+    const char *group;
+    uint64_t deadline_mono_ms; /* 0: none; the handler should give up after it */
+    void *user;                /* cy_handler.arg */
+} cy_context;
+
+typedef cy_outcome (*cy_handler_fn)(const cy_context *ctx, const cy_received *msg);
+typedef struct cy_handler {
+    cy_handler_fn fn;
+    void *arg;
+} cy_handler;
+
+typedef struct cy_serve_opts {
+    cy_mode mode;
+    const char *topic;
+    const char *group;
+    uint32_t workers;       /* handler threads; 0: 1 */
+    uint32_t batch_size;    /* per receive; 0: 10 */
+    uint64_t batch_wait_ms; /* long poll; 0: 1000 */
+    uint64_t lease_ms;      /* 0: the mode's default */
+    uint64_t deadline_ms;   /* per message: the lease is extended while the handler runs;
+                               past it the message is nacked (0: no deadline) */
+    bool start_earliest;    /* stream: a new group starts at the earliest message */
+} cy_serve_opts;
+
+typedef struct cy_server cy_server;
+/* Start pulling (long polling) and calling h for each message on `workers`
+ * threads; settle each message by the handler's outcome (stream: commit in
+ * offset order per partition, only past messages that are done). */
+int cy_serve_start(cy_client *c, const cy_serve_opts *opts, cy_handler h, cy_server **out);
+/* Graceful stop: no new receives; in-flight handlers finish and their
+ * messages are settled; then threads are joined and s is freed. Returns the
+ * first error the server met (0 if none). Async-signal-unsafe: call it from a
+ * normal thread (a signal handler may set a flag that a thread acts on). */
+int cy_serve_stop(cy_server *s);
+
 /* ---- administration --------------------------------------------------------------- */
 
 /* Configure a topic's partition count (1..64, only grows); *out (may be NULL)

@@ -339,6 +339,7 @@ struct broker_ids_req {
     size_t n_ids;
     bool has_delay; /* nack */
     uint64_t delay_ms;
+    bool dead_letter; /* nack [ext]: dead-letter at once, whatever retries remain */
     bool has_lease; /* extend */
     uint64_t lease_ms;
 };

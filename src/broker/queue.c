@@ -461,6 +461,10 @@ int broker_queue_nack(struct broker *b, enum broker_mode mode, const struct brok
         qplan_free(&plan);
         return berr_storage(err, rc);
     }
+    if (req->dead_letter) /* a permanent failure: no retry, whatever the schedule says */
+        for (uint32_t i = 0; i < plan.n; i++)
+            if (plan.items[i].kind == QPLAN_WAIT)
+                plan.items[i].kind = QPLAN_DEAD;
     if (plan.n) {
         buf_reset(&b->cmdbuf);
         buf_put_u8(&b->cmdbuf, CMD_Q_NACK);

@@ -502,6 +502,14 @@ enum hres api_op_queue_nack(struct req *r, enum broker_mode mode)
     if (decode_ids(r, &q) ||
         req_u64(r, r->body, "delay_ms", false, UINT64_MAX, &q.delay_ms, &q.has_delay))
         return H_ERROR;
+    /* [ext] "dead_letter": true dead-letters at once (a permanent failure),
+     * whatever retries the group's schedule has left. */
+    const struct val *dl = req_field(r->body, "dead_letter");
+    if (dl && dl->type != VAL_NULL) {
+        if (dl->type != VAL_BOOL)
+            return req_bad(r, "dead_letter", "'dead_letter' must be a boolean."), H_ERROR;
+        q.dead_letter = dl->b;
+    }
     struct broker_wait w = {0};
     struct broker_error e = {0};
     if (broker_queue_nack(r->b, mode, &q, &w, &e))

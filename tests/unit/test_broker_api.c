@@ -333,6 +333,14 @@ static int qnack_delay(struct broker *b, enum broker_mode m, const char *topic, 
     return broker_queue_nack(b, m, &r, &W, &E);
 }
 
+static int qnack_dead(struct broker *b, enum broker_mode m, const char *topic, const char *group,
+                      const struct broker_msg_id *ids, size_t n)
+{
+    struct broker_ids_req r = idsreq(topic, group, ids, n);
+    r.dead_letter = true;
+    return broker_queue_nack(b, m, &r, &W, &E);
+}
+
 static int qextend(struct broker *b, enum broker_mode m, const char *topic, const char *group,
                    const struct broker_msg_id *ids, size_t n, uint64_t lease)
 {
@@ -1811,6 +1819,34 @@ static void test_queue_nack_delay_override(void **state)
     assert_int_equal(GI.dead, 1);
 }
 
+/* [ext] nack with dead_letter: a permanent failure skips the retries left. */
+static void test_queue_nack_dead_letter(void **state)
+{
+    struct broker *b = FB(state);
+    uint64_t sched[2] = {1000, 1000};
+    expect_ok(qconf(b, BROKER_QUEUE, "t", "g", sched, 2, "dead", 0));
+    expect_ok(qconf(b, BROKER_FIFO, "t", "f", sched, 2, NULL, 0));
+    struct broker_msg_in ms[2] = {M("a"), M("b")};
+    expect_ok(pub(b, "t", ms, 2));
+    expect_ok(qrecv(b, BROKER_QUEUE, "t", "g", 10, 60 * SEC));
+    assert_int_equal(NG, 2);
+    struct broker_msg_id a = ID(0, 0), bb = ID(0, 1);
+    expect_ok(qnack_dead(b, BROKER_QUEUE, "t", "g", &a, 1)); /* retries left, but dead */
+    expect_ok(qnack(b, BROKER_QUEUE, "t", "g", &bb, 1));     /* a normal retry */
+    expect_ok(tget(b, "dead"));
+    assert_int_equal(TI.parts[0].end_offset, 1); /* only "a" was copied */
+    advance(b, 2 * SEC);
+    expect_ok(qrecv(b, BROKER_QUEUE, "t", "g", 10, 60 * SEC));
+    assert_int_equal(NG, 1);
+    assert_string_equal(G[0].value, "b"); /* "a" never comes back */
+    /* without a dlq_topic it is dead for the group, and redrive brings it back */
+    expect_ok(qrecv(b, BROKER_FIFO, "t", "f", 10, 60 * SEC));
+    assert_int_equal(NG, 2);
+    expect_ok(qnack_dead(b, BROKER_FIFO, "t", "f", &a, 1));
+    expect_ok(gget(b, "t", BROKER_FIFO, "f"));
+    assert_int_equal(GI.dead, 1);
+}
+
 static void test_queue_dlq_topic(void **state)
 {
     struct broker *b = FB(state);
@@ -3197,6 +3233,7 @@ int main(void)
         T(test_queue_nack_without_config_dead_letters),
         T(test_queue_nack_delay_override),
         T(test_queue_dlq_topic),
+        T(test_queue_nack_dead_letter),
         T(test_queue_extend_lease),
         T(test_queue_configure),
         T(test_queue_max_deliveries),
