@@ -45,9 +45,13 @@ test-asan: deps
 	cmake --build $(BUILD_ASAN) -j$(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j$(JOBS)
 
-# Benchmarks print figures; they never pass or fail.
+# Benchmarks print figures; they never pass or fail (bench/README.md).
+# BENCH_FLAGS (e.g. --quick) is passed to each.
+BENCH_FLAGS ?=
 bench: deps build
-	$(BUILD)/bench_journal
+	$(BUILD)/bench_journal $(BENCH_FLAGS)
+	$(BUILD)/bench_broker $(BENCH_FLAGS)
+	$(BUILD)/bench_http $(BENCH_FLAGS)
 
 # Fuzz every target for FUZZ_SECONDS each, starting from (a copy of) its corpus.
 fuzz: deps

@@ -216,8 +216,21 @@ void cy_writer_abort(cy_writer *w);
  * batch carries a generated idempotency key, so the publisher's own retries
  * (after CY_ECONNECT/CY_ETIMEDOUT) never store a batch twice. */
 typedef struct cy_publisher cy_publisher;
-/* rc: 0 or the batch's error; partition/offset valid when rc == 0; msg_arg
- * as given to cy_publisher_send. Called on the publisher's thread. */
+/* rc: 0 or the error of the message's batch; msg_arg as given to
+ * cy_publisher_send. Called on the publisher's thread, once per message, in
+ * the order the messages were queued; it must not call cy_publisher_send,
+ * _flush or _close on its own publisher (they wait for this thread). After
+ * rc == CY_ESERVER, cy_last_error on this thread gives the broker's answer.
+ * Retried before it is reported: CY_ECONNECT, CY_ETIMEDOUT and HTTP 503.
+ * A batch refused with 413/422 is resent message by message, so a bad
+ * message fails alone.
+ * partition/offset (rc == 0): exact when the message's batch was stored in a
+ * single partition — always so on a one-partition topic or a publisher of
+ * "name~p". A batch the broker spread over several partitions (keyless
+ * messages go where the broker chooses) cannot be mapped back to its
+ * messages: each is reported stored (rc 0) with partition UINT32_MAX and
+ * offset UINT64_MAX. For exact positions on a topic of several partitions,
+ * use one publisher per partition ("name~p"). */
 typedef void (*cy_publish_cb)(void *arg, int rc, uint32_t partition, uint64_t offset,
                               void *msg_arg);
 typedef struct cy_publisher_opts {
@@ -236,7 +249,8 @@ int cy_publisher_send(cy_publisher *p, const cy_message *m, void *msg_arg);
 /* Wait until everything queued so far is reported. Returns the first error
  * reported since the previous flush (0 if none). */
 int cy_publisher_flush(cy_publisher *p);
-/* Flush, stop the thread, free. Returns what cy_publisher_flush would. */
+/* Flush, stop the thread, free. Returns what cy_publisher_flush would.
+ * Close every publisher and writer of a client before cy_close. */
 int cy_publisher_close(cy_publisher *p);
 
 /* ---- consumer server --------------------------------------------------------------- */
@@ -253,10 +267,14 @@ typedef struct cy_context {
     cy_mode mode;
     const char *topic;
     const char *group;
-    uint64_t deadline_mono_ms; /* 0: none; the handler should give up after it */
+    uint64_t deadline_mono_ms; /* CLOCK_MONOTONIC ms; 0: none; the handler should give up
+                                  after it (it is not killed; its late outcome is ignored) */
     void *user;                /* cy_handler.arg */
 } cy_context;
 
+/* msg is valid only during the call. Stream mode has no retries or dead
+ * letters: CY_RETRY stops commits at the message and the partition is seeked
+ * back to it (redelivery), CY_DEAD counts as done (committed past). */
 typedef cy_outcome (*cy_handler_fn)(const cy_context *ctx, const cy_received *msg);
 typedef struct cy_handler {
     cy_handler_fn fn;

@@ -98,6 +98,11 @@ int cy_open(const char *url, const cy_options *opts, cy_client **out)
         return rc == ENOMEM ? CY_ENOMEM : -rc;
     }
     c->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+    c->url = strdup(url);
+    if (!c->url || (opts && opts->token && !(c->token = strdup(opts->token)))) {
+        rc = CY_ENOMEM;
+        goto fail;
+    }
     if (opts && opts->ns) {
         c->ns = strdup(opts->ns);
         if (!c->ns) {
@@ -126,6 +131,8 @@ int cy_open(const char *url, const cy_options *opts, cy_client **out)
 
 fail:
     free(c->ns);
+    free(c->url);
+    free(c->token);
     pthread_mutex_destroy(&c->lock);
     free(c);
     return rc;
@@ -144,6 +151,8 @@ int cy_close(cy_client *c)
         free(e);
     }
     free(c->ns);
+    free(c->url);
+    free(c->token);
     pthread_mutex_destroy(&c->lock);
     free(c);
     return rc;

@@ -5,6 +5,8 @@
  *   client_msgs.c       the typed operations: request encoding, response decoding
  *   backend_embedded.c  the file:// backend (the broker in this process)
  *   backend_http.c      the http:// backend
+ *   publisher.c         cy_writer_* and cy_publisher_* (on top of cy_publish)
+ *   serve.c             cy_serve_start / cy_serve_stop (the consumer server)
  *
  * Every typed operation has the same shape: build a MessagePack body with
  * client_begin (which writes "namespace" when the client has one), add its
@@ -17,6 +19,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "client/backend.h"
 #include "coyote.h"
@@ -33,6 +36,11 @@ struct cy_client {
     struct cy_backend *be;
     char *ns;            /* cy_options.ns (copy), or NULL */
     uint32_t timeout_ms; /* per request, before any batch_wait_ms */
+    /* What cy_open was given (copies), so a part of the library that needs
+     * a connection of its own (serve.c: a long poll over http holds the
+     * client's lock) can open a sibling client on the same broker. */
+    char *url;
+    char *token; /* or NULL */
     struct client_err *errs;
 };
 
@@ -54,5 +62,24 @@ int client_call(cy_client *c, const char *op, struct out *o, uint64_t extra_ms, 
  * polls and durability waits. Without it those waits hold every other
  * caller off. */
 void backend_embedded_set_lock(struct cy_backend *be, pthread_mutex_t *lock);
+
+/* Whether c runs the broker in this process (file://): its long polls
+ * release the client's lock, and a second cy_open of the same directory
+ * would be refused (CY_ELOCKED), so c is shared rather than reopened. */
+static inline bool client_is_embedded(const cy_client *c)
+{
+    return c->be && strcmp(c->be->ops->name, "file") == 0;
+}
+
+/* One publish attempt of a cy_publisher: publish msgs[0..n) to topic with
+ * idempotency_key, fill *result, and on CY_ESERVER set *status to the HTTP
+ * status (0 otherwise). The default calls cy_publish and cy_last_error. */
+typedef int (*publisher_attempt_fn)(void *arg, cy_client *c, const char *topic,
+                                    const cy_message *msgs, size_t n, const char *idempotency_key,
+                                    cy_publish_result *result, int *status);
+/* Test-only: make p's thread publish through fn(arg, ...) instead (NULL: back
+ * to cy_publish), so a test can fail attempts (lost replies, 503s) and watch
+ * the retries and their keys. Takes effect from the next batch. */
+void publisher_set_attempt(cy_publisher *p, publisher_attempt_fn fn, void *arg);
 
 #endif

@@ -503,6 +503,21 @@ int cy_nack(cy_client *c, cy_mode mode, const char *topic, const char *group,
     return call_ignoring_answer(c, mode_op(mode, "nack", op, sizeof op), &o);
 }
 
+/* A nack with the [ext] field "dead_letter": true: the broker dead-letters
+ * at once, whatever retries the group's schedule has left (API.md §7). */
+int cy_dead_letter(cy_client *c, cy_mode mode, const char *topic, const char *group,
+                   const char *const *msg_ids, size_t n)
+{
+    struct out o;
+    int rc = begin_ids(c, &o, mode, topic, group, msg_ids, n, 1);
+    if (rc)
+        return rc;
+    out_key(&o, "dead_letter");
+    out_bool(&o, true);
+    char op[64];
+    return call_ignoring_answer(c, mode_op(mode, "nack", op, sizeof op), &o);
+}
+
 /* lease_ms == 0: the broker's default (30000). */
 int cy_extend(cy_client *c, cy_mode mode, const char *topic, const char *group,
               const char *const *msg_ids, size_t n, uint64_t lease_ms)
