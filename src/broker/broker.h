@@ -340,6 +340,8 @@ struct broker_ids_req {
     bool has_delay; /* nack */
     uint64_t delay_ms;
     bool dead_letter; /* nack [ext]: dead-letter at once, whatever retries remain */
+    bool has_reason;  /* nack [ext]: DLQ copies get "coyote-dead-letter-reason: <reason>" */
+    struct bstr reason;
     bool has_lease; /* extend */
     uint64_t lease_ms;
 };

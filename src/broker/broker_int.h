@@ -166,7 +166,7 @@ uint64_t topic_oldest_needed(struct broker_ns *ns);
 /* Publish copies of messages into topic `dlq` (the same namespace) inside a
  * publish record whose extra carries the command in b->cmdbuf. */
 int topic_publish_copies(struct broker_ns *ns, struct topic *dlq, struct topic *src,
-                         const struct qgroup_id *ids, uint32_t n, uint64_t now,
+                         const struct qgroup_id *ids, uint32_t n, struct bstr reason, uint64_t now,
                          struct broker_wait *wait, struct broker_error *err);
 
 /* ---- stream.c / queue.c ---- */

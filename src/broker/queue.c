@@ -251,14 +251,15 @@ static struct group *plan_group(struct topic *t, enum broker_mode mode, struct b
 /* Journal a plan-based command; with dead-letter copies it rides in a publish
  * record into the DLQ topic. b->cmdbuf holds the command. */
 static int journal_plan_record(struct broker_ns *ns, struct group *g, struct topic *dlq,
-                               const struct qplan *plan, uint64_t now, struct broker_wait *wait,
-                               struct broker_error *err);
+                               const struct qplan *plan, struct bstr reason, uint64_t now,
+                               struct broker_wait *wait, struct broker_error *err);
 
+/* Journal a plan; dead-lettered copies carry `reason` (n == 0: none). */
 static int journal_plan(struct broker_ns *ns, struct group *g, struct topic *dlq,
-                        const struct qplan *plan, uint64_t now, struct broker_wait *wait,
-                        struct broker_error *err)
+                        const struct qplan *plan, struct bstr reason, uint64_t now,
+                        struct broker_wait *wait, struct broker_error *err)
 {
-    int rc = journal_plan_record(ns, g, dlq, plan, now, wait, err);
+    int rc = journal_plan_record(ns, g, dlq, plan, reason, now, wait, err);
     if (!rc)
         for (uint32_t i = 0; i < plan->n; i++)
             ns->b->dead_lettered += plan->items[i].kind == QPLAN_DEAD;
@@ -266,8 +267,8 @@ static int journal_plan(struct broker_ns *ns, struct group *g, struct topic *dlq
 }
 
 static int journal_plan_record(struct broker_ns *ns, struct group *g, struct topic *dlq,
-                               const struct qplan *plan, uint64_t now, struct broker_wait *wait,
-                               struct broker_error *err)
+                               const struct qplan *plan, struct bstr reason, uint64_t now,
+                               struct broker_wait *wait, struct broker_error *err)
 {
     if (dlq) {
         uint32_t nd = 0;
@@ -282,7 +283,7 @@ static int journal_plan_record(struct broker_ns *ns, struct group *g, struct top
                 if (plan->items[i].kind == QPLAN_DEAD)
                     ids[nd++] = (struct qgroup_id){plan->items[i].partition,
                                                    plan->items[i].offset};
-            int rc = topic_publish_copies(ns, dlq, g->topic, ids, nd, now, wait, err);
+            int rc = topic_publish_copies(ns, dlq, g->topic, ids, nd, reason, now, wait, err);
             free(ids);
             return rc;
         }
@@ -347,7 +348,7 @@ int broker_queue_receive(struct broker *b, enum broker_mode mode,
         g = group_find(t, mode, req->group);
         struct group *jg = g ? g : &tmp;
         tmp.topic = t;
-        rc = journal_plan(ns, jg, dlq, &plan, now, &w, err);
+        rc = journal_plan(ns, jg, dlq, &plan, (struct bstr){NULL, 0}, now, &w, err);
         if (rc)
             goto out;
     }
@@ -470,7 +471,8 @@ int broker_queue_nack(struct broker *b, enum broker_mode mode, const struct brok
         buf_put_u8(&b->cmdbuf, CMD_Q_NACK);
         cmd_put_group(&b->cmdbuf, g);
         put_plan(&b->cmdbuf, &plan);
-        rc = journal_plan(ns, g, dlq, &plan, now, wait, err);
+        rc = journal_plan(ns, g, dlq, &plan, req->has_reason ? req->reason : (struct bstr){NULL, 0},
+                          now, wait, err);
     }
     qplan_free(&plan);
     return rc;

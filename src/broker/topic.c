@@ -569,8 +569,42 @@ out:
     return rc;
 }
 
+/* Replace the stored message at raw[at..] with a copy that has one more
+ * header, "coyote-dead-letter-reason: <reason>" (a dead-letter copy). */
+static int add_reason_header(struct buf *raw, size_t at, struct bstr reason)
+{
+    struct broker_msg_out o;
+    size_t len = raw->len - at;
+    uint8_t *orig = malloc(len ? len : 1);
+    struct broker_header *h = calloc(65, sizeof *h);
+    int rc = (!orig || !h) ? CY_ENOMEM : 0;
+    if (!rc) {
+        memcpy(orig, raw->data + at, len);
+        rc = msg_decode(orig, len, &o, h, 64);
+    }
+    if (!rc) {
+        h[o.n_headers].name = BSTR("coyote-dead-letter-reason");
+        h[o.n_headers].value = reason;
+        struct broker_msg_in m = {
+            .value = o.value,
+            .value_len = o.value_len,
+            .headers = h,
+            .n_headers = o.n_headers + 1,
+            .has_key = o.has_key,
+            .key = o.key,
+            .has_delay = o.has_scheduled_at,
+        };
+        raw->len = at;
+        msg_encode(raw, &m, o.scheduled_at);
+        rc = buf_err(raw) ? CY_ENOMEM : 0;
+    }
+    free(orig);
+    free(h);
+    return rc;
+}
+
 int topic_publish_copies(struct broker_ns *ns, struct topic *dlq, struct topic *src,
-                         const struct qgroup_id *ids, uint32_t n, uint64_t now,
+                         const struct qgroup_id *ids, uint32_t n, struct bstr reason, uint64_t now,
                          struct broker_wait *wait, struct broker_error *err)
 {
     struct broker *b = ns->b;
@@ -597,8 +631,14 @@ int topic_publish_copies(struct broker_ns *ns, struct topic *dlq, struct topic *
             rc = r;
             break;
         }
+        if (reason.n) {
+            /* Re-encode the copy with the reason as one more header. */
+            rc = add_reason_header(&raw, before, reason);
+            if (rc)
+                break;
+        }
         at[kept] = before;
-        len[kept] = e.len;
+        len[kept] = (uint32_t)(raw.len - before);
         pp[kept] = (uint32_t)(rr++ % dlq->partitions);
         kept++;
     }

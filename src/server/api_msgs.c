@@ -510,6 +510,16 @@ enum hres api_op_queue_nack(struct req *r, enum broker_mode mode)
             return req_bad(r, "dead_letter", "'dead_letter' must be a boolean."), H_ERROR;
         q.dead_letter = dl->b;
     }
+    /* [ext] "reason": dead-letter copies of this call carry it in the header
+     * coyote-dead-letter-reason. */
+    const struct val *why = req_field(r->body, "reason");
+    if (why && why->type != VAL_NULL) {
+        if (why->type != VAL_STR || why->s.n > 1024)
+            return req_bad(r, "reason", "'reason' must be a string of at most 1024 bytes."),
+                   H_ERROR;
+        q.has_reason = why->s.n > 0;
+        q.reason = (struct bstr){why->s.p, why->s.n};
+    }
     struct broker_wait w = {0};
     struct broker_error e = {0};
     if (broker_queue_nack(r->b, mode, &q, &w, &e))

@@ -338,6 +338,8 @@ static int qnack_dead(struct broker *b, enum broker_mode m, const char *topic, c
 {
     struct broker_ids_req r = idsreq(topic, group, ids, n);
     r.dead_letter = true;
+    r.has_reason = true;
+    r.reason = S("bad input: no order id");
     return broker_queue_nack(b, m, &r, &W, &E);
 }
 
@@ -1835,6 +1837,19 @@ static void test_queue_nack_dead_letter(void **state)
     expect_ok(qnack(b, BROKER_QUEUE, "t", "g", &bb, 1));     /* a normal retry */
     expect_ok(tget(b, "dead"));
     assert_int_equal(TI.parts[0].end_offset, 1); /* only "a" was copied */
+    /* the copy carries the reason as one more header, the value intact */
+    expect_ok(srecv(b, "dead", "reader", 10, true, 0));
+    assert_int_equal(NG, 1);
+    assert_string_equal(G[0].value, "a");
+    bool found = false;
+    for (size_t h = 0; h < RR.msgs[0].n_headers; h++) /* RR: the raw result */
+        if (RR.msgs[0].headers[h].name.n == 25 &&
+            memcmp(RR.msgs[0].headers[h].name.p, "coyote-dead-letter-reason", 25) == 0) {
+            assert_int_equal(RR.msgs[0].headers[h].value.n, 22);
+            assert_memory_equal(RR.msgs[0].headers[h].value.p, "bad input: no order id", 22);
+            found = true;
+        }
+    assert_true(found);
     advance(b, 2 * SEC);
     expect_ok(qrecv(b, BROKER_QUEUE, "t", "g", 10, 60 * SEC));
     assert_int_equal(NG, 1);
