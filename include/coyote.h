@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -304,6 +305,67 @@ int cy_serve_start(cy_client *c, const cy_serve_opts *opts, cy_handler h, cy_ser
  * first error the server met (0 if none). Async-signal-unsafe: call it from a
  * normal thread (a signal handler may set a flag that a thread acts on). */
 int cy_serve_stop(cy_server *s);
+
+/* Dead-letter with a reason: like cy_dead_letter, and the copies put in the
+ * group's dlq_topic carry the header "coyote-dead-letter-reason: <reason>". */
+int cy_dead_letter_reason(cy_client *c, cy_mode mode, const char *topic, const char *group,
+                          const char *const *msg_ids, size_t n, const char *reason);
+
+/* Inside a handler: give the reason for returning CY_DEAD (copied; shown in the
+ * DLQ copy's "coyote-dead-letter-reason" header). Only for the current message. */
+void cy_set_dead_reason(const cy_context *ctx, const char *reason);
+
+/* ---- middleware: decorators that compose ------------------------------------------ */
+
+/* Handler decorators wrap `next` and give a new handler in *out; wrap again to
+ * compose (the outermost runs first). Free a chain with cy_handler_free, which
+ * frees every decorator in it (not the innermost user handler's arg). */
+/* Log one line per message (id, attempt, outcome, duration) to out. */
+int cy_mw_logging(cy_handler next, FILE *out, cy_handler *h);
+/* Values whose header "content-encoding" is "zstd" are decompressed before
+ * next sees them (the header is removed); an undecodable value is CY_DEAD. */
+int cy_mw_zstd(cy_handler next, cy_handler *h);
+/* Counters, updated atomically; read them any time. */
+typedef struct cy_metrics {
+    uint64_t handled, done, retried, dead;
+    uint64_t latency_us_hist[16]; /* bucket i: < 2^i * 100 us (last: the rest) */
+} cy_metrics;
+int cy_mw_metrics(cy_handler next, cy_metrics *m, cy_handler *h);
+void cy_handler_free(cy_handler h);
+
+/* Publisher decorators: a cy_send publishes one message; decorators transform
+ * or observe it and pass it on. */
+typedef int (*cy_send_fn)(void *arg, const char *topic, const cy_message *m,
+                          cy_publish_result *result);
+typedef struct cy_send {
+    cy_send_fn fn;
+    void *arg;
+} cy_send;
+/* The base: cy_publish of one message on c. */
+cy_send cy_send_client(cy_client *c);
+/* Compress the value with zstd (level 0: default) and add the header
+ * "content-encoding: zstd"; values below min_bytes are sent as they are. */
+int cy_send_zstd(cy_send next, int level, size_t min_bytes, cy_send *out);
+int cy_send_logging(cy_send next, FILE *out, cy_send *s);
+int cy_send_message(cy_send s, const char *topic, const cy_message *m, cy_publish_result *r);
+void cy_send_free(cy_send s);
+
+/* ---- router ------------------------------------------------------------------------ */
+
+/* Dispatch by the "media_type" header. A route may check the value first: it
+ * must be a JSON object with each required field of the given type ("string",
+ * "number", "integer", "boolean", "object", "array", "null"); a message that
+ * fails is dead-lettered with the reason (cy_set_dead_reason) without reaching
+ * the route's handler. Messages with no or an unknown media_type go to the
+ * fallback (default: dead-lettered with the reason "no route for media_type"). */
+typedef struct cy_router cy_router;
+int cy_router_new(cy_router **out);
+/* required: NULL, or a JSON object {"field": "type", ...}; CY_EINVAL if malformed. */
+int cy_router_add(cy_router *r, const char *media_type, cy_handler h, const char *required);
+int cy_router_fallback(cy_router *r, cy_handler h);
+/* The router as a handler (valid until cy_router_free). */
+cy_handler cy_router_handler(cy_router *r);
+void cy_router_free(cy_router *r);
 
 /* ---- administration --------------------------------------------------------------- */
 

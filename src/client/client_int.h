@@ -82,4 +82,15 @@ typedef int (*publisher_attempt_fn)(void *arg, cy_client *c, const char *topic,
  * the retries and their keys. Takes effect from the next batch. */
 void publisher_set_attempt(cy_publisher *p, publisher_attempt_fn fn, void *arg);
 
+/* Decorator chains (middleware.c). cy_handler_free and cy_send_free walk a
+ * chain from the outside in: a handler whose fn is a registered decorator fn
+ * is freed with its free_arg, which frees the decorator's arg and stores in
+ * *next_out the handler it wraps (fn NULL: nothing further to free); the walk
+ * then continues with *next_out and stops at a handler whose fn is not
+ * registered (the user's own, whose arg is not ours to free). Register once
+ * per fn (e.g. from cy_router_new: repeated registrations of the same fn are
+ * ignored; thread-safe). The table is small (32); returns 0, or CY_ENOMEM
+ * when it is full. */
+int mw_register_free(cy_handler_fn fn, void (*free_arg)(void *arg, cy_handler *next_out));
+
 #endif

@@ -518,6 +518,29 @@ int cy_dead_letter(cy_client *c, cy_mode mode, const char *topic, const char *gr
     return call_ignoring_answer(c, mode_op(mode, "nack", op, sizeof op), &o);
 }
 
+/* The reason travels as the [ext] request field "reason" (≤ 1 KiB, checked
+ * here: a longer one is CY_EINVAL rather than the broker's 422); NULL or ""
+ * is a plain cy_dead_letter. */
+#define DEAD_REASON_MAX 1024u
+int cy_dead_letter_reason(cy_client *c, cy_mode mode, const char *topic, const char *group,
+                          const char *const *msg_ids, size_t n, const char *reason)
+{
+    if (!reason || !*reason)
+        return cy_dead_letter(c, mode, topic, group, msg_ids, n);
+    if (strlen(reason) > DEAD_REASON_MAX)
+        return CY_EINVAL;
+    struct out o;
+    int rc = begin_ids(c, &o, mode, topic, group, msg_ids, n, 2);
+    if (rc)
+        return rc;
+    out_key(&o, "dead_letter");
+    out_bool(&o, true);
+    out_key(&o, "reason");
+    out_cstr(&o, reason);
+    char op[64];
+    return call_ignoring_answer(c, mode_op(mode, "nack", op, sizeof op), &o);
+}
+
 /* lease_ms == 0: the broker's default (30000). */
 int cy_extend(cy_client *c, cy_mode mode, const char *topic, const char *group,
               const char *const *msg_ids, size_t n, uint64_t lease_ms)

@@ -38,7 +38,8 @@
  * Invariants:
  *   1. Every field of the server and of its jobs and batches is read and
  *      written with s->mu held, except a job's message, which is immutable
- *      once its batch is queued. Broker calls are made without s->mu.
+ *      once its batch is queued, and its dead-letter reason, immutable once
+ *      its fate is set. Broker calls are made without s->mu.
  *   2. Only the control thread frees batches (and cy_serve_stop, after every
  *      thread is joined), so the control thread may keep job pointers and
  *      message ids across the unlocked part of its calls.
@@ -106,6 +107,22 @@
  *     returns.
  *   - cy_serve_stop must not be called from a handler, and the caller's
  *     client must stay open until cy_serve_stop returned.
+ *   - Dead-letter reasons (cy_set_dead_reason): cy_context is public and
+ *     const, and decorators (middleware.c, router.c) hand their own copy of
+ *     it to the handler they wrap, so the reason is not found through the
+ *     context pointer: while a worker runs a handler, a thread-local slot
+ *     (struct reason_slot, on run_job's stack) names the running message,
+ *     and cy_set_dead_reason on that thread stores a copy there (truncated
+ *     to 1 KiB at a UTF-8 boundary; the last call wins). A call on any
+ *     other thread, or outside a handler (a handler called directly, as in
+ *     a test), finds no slot and is ignored (or given to dead_reason.h's
+ *     test hook). When the handler returns CY_DEAD in queue/FIFO mode the
+ *     reason moves to the job (immutable from then on, so the control
+ *     thread reads it without s->mu, like the message); otherwise it is
+ *     dropped (stream has no DLQ). Settling sends one dead-letter call per
+ *     distinct reason (cy_dead_letter_reason), and plain cy_dead_letter for
+ *     the messages without one; a broker that refuses the "reason" field
+ *     (400/422) gets the plain call, so the messages still go to the DLQ.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -114,6 +131,7 @@
 
 #include "base/clock.h"
 #include "client/client_int.h"
+#include "client/dead_reason.h"
 
 #define MAX_WORKERS 1024u
 #define MAX_IDS_PER_CALL 1000u
@@ -155,6 +173,7 @@ struct job {
     bool lease_lost;
     uint64_t lease_from; /* mono ms: no later than the start of the current lease */
     uint64_t deadline;   /* mono ms, set when the handler starts; 0: none */
+    char *reason;        /* FATE_DEAD with a reason (malloc'd; immutable once set) */
 };
 
 /* Stream: the batch's messages of one partition, order[from..to) by offset. */
@@ -213,6 +232,57 @@ struct cy_server {
     bool stopping, ctl_exit;
     int first_error;
 };
+
+/* ---- dead-letter reasons ------------------------------------------------------------ */
+
+/* The message a worker thread's handler runs for (see "Dead-letter reasons"). */
+struct reason_slot {
+    const struct cy_server *s;
+    char *reason; /* malloc'd, or NULL */
+};
+
+static _Thread_local struct reason_slot *current_slot;
+static _Thread_local dead_reason_hook test_hook;
+static _Thread_local void *test_hook_arg;
+
+void dead_reason_set_hook(dead_reason_hook fn, void *arg)
+{
+    test_hook = fn;
+    test_hook_arg = arg;
+}
+
+/* A copy of reason cut to at most DEAD_REASON_MAX_BYTES without splitting a
+ * UTF-8 sequence; NULL when out of memory. */
+static char *reason_copy(const char *reason)
+{
+    size_t n = strlen(reason);
+    if (n > DEAD_REASON_MAX_BYTES) {
+        n = DEAD_REASON_MAX_BYTES;
+        while (n > 0 && ((unsigned char)reason[n] & 0xC0) == 0x80)
+            n--; /* reason[n] continues a sequence: cut before its start */
+    }
+    char *copy = malloc(n + 1);
+    if (copy) {
+        memcpy(copy, reason, n);
+        copy[n] = '\0';
+    }
+    return copy;
+}
+
+void cy_set_dead_reason(const cy_context *ctx, const char *reason)
+{
+    if (!ctx || !reason)
+        return;
+    struct reason_slot *slot = current_slot;
+    if (!slot) {
+        if (test_hook)
+            test_hook(test_hook_arg, ctx, reason);
+        return;
+    }
+    char *copy = reason_copy(reason); /* out of memory: dead-lettered without one */
+    free(slot->reason);
+    slot->reason = copy;
+}
 
 /* ---- small things ------------------------------------------------------------------ */
 
@@ -535,15 +605,23 @@ static void run_job(struct cy_server *s, struct job *j)
     ctx.deadline_mono_ms = j->deadline;
     ctx.user = s->h.arg;
     const cy_received *msg = j->msg;
+    struct reason_slot slot = {s, NULL};
     pthread_mutex_unlock(&s->mu);
+    current_slot = &slot;
     cy_outcome out = s->h.fn(&ctx, msg);
+    current_slot = NULL;
     pthread_mutex_lock(&s->mu);
     j->running = false;
     if (j->fate != FATE_NONE) { /* expired meanwhile: the outcome is ignored */
+        free(slot.reason);
         maybe_finish(s, j);
         return;
     }
     enum fate f = out == CY_DONE ? FATE_DONE : out == CY_DEAD ? FATE_DEAD : FATE_RETRY;
+    if (f == FATE_DEAD && s->mode != CY_STREAM)
+        j->reason = slot.reason;
+    else
+        free(slot.reason);
     set_fate(s, j, f);
     if (f != FATE_DONE && s->mode == CY_FIFO)
         drop_chain(s, j->chain, FATE_LOST); /* invariant 6 */
@@ -609,6 +687,57 @@ static int call_ids(struct cy_server *s, enum call_kind k, const char *const *id
     return 0;
 }
 
+static bool same_reason(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Whether the broker refused a request's fields (a broker that does not
+ * know "reason"). Right after the call, on the calling thread. */
+static bool refused_fields(cy_client *c)
+{
+    int status = 0;
+    cy_last_error(c, NULL, &status);
+    return status == 400 || status == 422;
+}
+
+/* Dead-letter jobs[0..n) (ids[i] is jobs[i]'s), which are sorted so that
+ * equal reasons are adjacent: one call per reason. Without s->mu (the
+ * reasons are immutable). */
+static int call_dead(struct cy_server *s, struct job *const *jobs, const char *const *ids, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        const char *reason = jobs[i]->reason;
+        size_t end = i + 1;
+        while (end < n && same_reason(jobs[end]->reason, reason))
+            end++;
+        for (size_t k = i; k < end; k += MAX_IDS_PER_CALL) {
+            size_t m = end - k < MAX_IDS_PER_CALL ? end - k : MAX_IDS_PER_CALL;
+            int rc;
+            if (!reason) {
+                rc = cy_dead_letter(s->ctl_c, s->mode, s->topic, s->group, ids + k, m);
+            } else {
+                rc = cy_dead_letter_reason(s->ctl_c, s->mode, s->topic, s->group, ids + k, m,
+                                           reason);
+                if (rc == CY_ESERVER && refused_fields(s->ctl_c))
+                    rc = cy_dead_letter(s->ctl_c, s->mode, s->topic, s->group, ids + k, m);
+            }
+            if (rc)
+                return rc;
+        }
+        i = end;
+    }
+    return 0;
+}
+
+static int cmp_job_reason(const void *a, const void *b)
+{
+    const char *x = (*(struct job *const *)a)->reason, *y = (*(struct job *const *)b)->reason;
+    if (!x || !y)
+        return (x != NULL) - (y != NULL);
+    return strcmp(x, y);
+}
+
 static enum call_kind call_of(uint8_t fate)
 {
     switch (fate) {
@@ -649,6 +778,11 @@ static void settle_pending(struct cy_server *s)
         ids[i] = j->msg->msg_id;
     }
     s->pending = NULL;
+    if (count[CALL_DEAD] > 1) { /* equal reasons side by side (call_dead) */
+        qsort(jobs + at[CALL_DEAD], count[CALL_DEAD], sizeof *jobs, cmp_job_reason);
+        for (size_t i = at[CALL_DEAD]; i < at[CALL_DEAD + 1]; i++)
+            ids[i] = jobs[i]->msg->msg_id;
+    }
 
     int rc[N_CALLS] = {0};
     bool again[N_CALLS] = {false};
@@ -656,7 +790,9 @@ static void settle_pending(struct cy_server *s)
     for (int k = 0; k < N_CALLS; k++) {
         if (!count[k])
             continue;
-        rc[k] = call_ids(s, (enum call_kind)k, ids + at[k], count[k], RELEASE_LEASE_MS);
+        rc[k] = k == CALL_DEAD
+                    ? call_dead(s, jobs + at[k], ids + at[k], count[k])
+                    : call_ids(s, (enum call_kind)k, ids + at[k], count[k], RELEASE_LEASE_MS);
         again[k] = rc[k] && transient(s->ctl_c, rc[k]);
         if (k == CALL_EXTEND && rc[k] == CY_ESERVER && !again[k]) {
             /* Releasing is best effort, and an extend is all-or-nothing: a
@@ -883,6 +1019,17 @@ static void keep(struct cy_server *s, uint64_t now)
     free(one);
 }
 
+static void held_free(struct held *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        free(h->jobs[i].reason);
+    cy_batch_free(&h->batch);
+    free(h->jobs);
+    free(h->order);
+    free(h->segs);
+    free(h);
+}
+
 static void reap(struct cy_server *s)
 {
     s->reap = false;
@@ -893,11 +1040,7 @@ static void reap(struct cy_server *s)
             continue;
         }
         *p = h->next;
-        cy_batch_free(&h->batch);
-        free(h->jobs);
-        free(h->order);
-        free(h->segs);
-        free(h);
+        held_free(h);
     }
     pthread_cond_signal(&s->recv_cv);
 }
@@ -994,11 +1137,7 @@ static int shutdown_and_free(struct cy_server *s)
     while (s->held) {
         struct held *h = s->held;
         s->held = h->next;
-        cy_batch_free(&h->batch);
-        free(h->jobs);
-        free(h->order);
-        free(h->segs);
-        free(h);
+        held_free(h);
     }
     int rc = s->first_error;
     if (s->recv_c && s->recv_c != s->c)
