@@ -30,21 +30,8 @@ COYOTE=$BUILD/coyote
 COYOTED=$BUILD/coyoted
 DOC=$ROOT/docs/cli.md
 
-passed=0
-failed=0
-pass() {
-    passed=$((passed + 1))
-    echo "ok: $*"
-}
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL: $*"
-}
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ] && exit 0
-    exit 1
-}
+# pass/fail/finish, make_tmp, reap, start_server, verdict, refute
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for need in "$COYOTE" "$COYOTED"; do
     if [ ! -x "$need" ]; then
@@ -53,47 +40,7 @@ for need in "$COYOTE" "$COYOTED"; do
     fi
 done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/coyote-cli-test.XXXXXX")
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null
-            for _ in $(seq 1 50); do
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.1
-            done
-            kill -KILL "$pid" 2>/dev/null
-        fi
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-# start_server NAME [coyoted options] — starts a coyoted on a free port (or on
-# $LISTEN_PORT) with data in $TMP/NAME; sets PORT (empty when it did not
-# start) and SERVER_PID.
-start_server() {
-    local name=$1
-    shift
-    "$COYOTED" --listen "127.0.0.1:${LISTEN_PORT:-0}" --data-dir "$TMP/$name" "$@" \
-        >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    local pid=$!
-    PIDS+=("$pid")
-    SERVER_PID=$pid
-    PORT=
-    for _ in $(seq 1 200); do
-        PORT=$(sed -n 's/.*coyoted ready in .*(port \([0-9]*\)).*/\1/p' "$TMP/$name.err" | head -n 1)
-        [ -n "$PORT" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [ -z "$PORT" ]; then
-        fail "coyoted ($name) did not start; its log:"
-        sed 's/^/    | /' "$TMP/$name.err"
-    fi
-}
+make_tmp cli
 
 # run [CMD...] — runs a command (stdin from $IN, default empty) into OUT, ERR, RC;
 # a command that hangs is killed after 60 s (status 137).
@@ -116,24 +63,7 @@ check() {
     if [ -n "$err_re" ] && ! grep -Eq -- "$err_re" <<<"$ERR"; then
         why="${why:+$why; }stderr lacks /$err_re/"
     fi
-    if [ -z "$why" ]; then
-        pass "$name"
-        return 0
-    fi
-    fail "$name: $why"
-    printf '%s\n' "$OUT" | sed 's/^/    stdout| /'
-    printf '%s\n' "$ERR" | sed 's/^/    stderr| /'
-    return 1
-}
-
-# refute NAME REGEX — the last run's stdout does not match.
-refute() {
-    if grep -Eq -- "$2" <<<"$OUT"; then
-        fail "$1: stdout unexpectedly matches /$2/"
-        printf '%s\n' "$OUT" | sed 's/^/    stdout| /'
-    else
-        pass "$1"
-    fi
+    verdict "$name" "$why"
 }
 
 # lines — the number of lines of OUT (0 when empty).
@@ -148,17 +78,6 @@ wait_for_file() {
         sleep 0.05
     done
     return 1
-}
-
-# reap PID — waits for a background command (killing it after 30 s) and sets RC.
-reap() {
-    for _ in $(seq 1 600); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -KILL "$1" 2>/dev/null
-    wait "$1"
-    RC=$?
 }
 
 # metric NAME — a counter of the server at $URL (needs curl; empty without).

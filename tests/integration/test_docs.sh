@@ -31,21 +31,8 @@ API_C=$ROOT/src/server/api.c
 COYOTED=$BUILD/coyoted
 DEFAULT_ADDR=127.0.0.1:8624
 
-passed=0
-failed=0
-pass() {
-    passed=$((passed + 1))
-    echo "ok: $*"
-}
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL: $*"
-}
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ] && exit 0
-    exit 1
-}
+# pass/fail/finish, make_tmp, reap, start_server, verdict, refute
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for need in "$COYOTED" "$DOC"; do
     if [ ! -e "$need" ]; then
@@ -58,21 +45,7 @@ if ! command -v curl >/dev/null 2>&1; then
     finish
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/coyote-docs-test.XXXXXX")
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null
-        for _ in $(seq 1 100); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null
-        wait "$SERVER_PID" 2>/dev/null
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+make_tmp docs
 
 # ---- 3. the Configuration block is `coyoted --help` ----------------------------
 # The block is the fenced code block right after the line
@@ -121,21 +94,8 @@ for op in $ops; do
 done
 
 # ---- start the server ------------------------------------------------------------
-"$COYOTED" --listen 127.0.0.1:0 --data-dir "$TMP/data" --test-clock --log-level info \
-    >"$TMP/server.out" 2>"$TMP/server.err" &
-SERVER_PID=$!
-PORT=
-for _ in $(seq 1 100); do
-    PORT=$(sed -n 's/.*coyoted ready in .*(port \([0-9]*\)).*/\1/p' "$TMP/server.err" | head -n 1)
-    [ -n "$PORT" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$PORT" ]; then
-    fail "coyoted did not start; its log:"
-    sed 's/^/    | /' "$TMP/server.err"
-    finish
-fi
+start_server data --test-clock --log-level info
+[ -n "$PORT" ] || finish
 echo "coyoted is listening on port $PORT (data in $TMP/data)"
 
 # ---- 1. run them in order ----------------------------------------------------------
@@ -188,7 +148,7 @@ if kill -0 "$SERVER_PID" 2>/dev/null; then
 else
     wait "$SERVER_PID"
     fail "coyoted exited (status $?) during the examples; its log:"
-    tail -n 30 "$TMP/server.err" | sed 's/^/    | /'
+    tail -n 30 "$TMP/data.err" | sed 's/^/    | /'
     SERVER_PID=
 fi
 finish

@@ -27,21 +27,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 COYOTED=$BUILD/coyoted
 EXAMPLES="publish queue_worker fifo_worker stream_replay embedded_queue batch_publisher"
 
-passed=0
-failed=0
-pass() {
-    passed=$((passed + 1))
-    echo "ok: $*"
-}
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL: $*"
-}
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ] && exit 0
-    exit 1
-}
+# pass/fail/finish, make_tmp, reap, start_server, verdict, refute
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 missing=0
 for name in $EXAMPLES; do
@@ -56,44 +43,8 @@ if [ ! -x "$COYOTED" ]; then
 fi
 [ "$missing" -eq 0 ] || finish
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/coyote-examples-test.XXXXXX")
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null
-            for _ in $(seq 1 50); do
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.1
-            done
-            kill -KILL "$pid" 2>/dev/null
-        fi
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+make_tmp examples
 unset COYOTE_URL
-
-# start_server NAME — starts a coyoted on a free port with data in $TMP/NAME;
-# sets PORT (empty when it did not start).
-start_server() {
-    local name=$1
-    "$COYOTED" --listen 127.0.0.1:0 --data-dir "$TMP/$name" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    local pid=$!
-    PIDS+=("$pid")
-    PORT=
-    for _ in $(seq 1 200); do
-        PORT=$(sed -n 's/.*coyoted ready in .*(port \([0-9]*\)).*/\1/p' "$TMP/$name.err" | head -n 1)
-        [ -n "$PORT" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [ -z "$PORT" ]; then
-        fail "coyoted ($name) did not start; its log:"
-        sed 's/^/    | /' "$TMP/$name.err"
-    fi
-}
 
 # ex NAME ARGS... — runs BUILD/example_NAME into OUT, ERR, RC; one that hangs
 # is killed after 60 s (status 137).
@@ -123,22 +74,6 @@ wait_for_line() {
     return 1
 }
 
-# reap PID — waits for a background example (killing it after 30 s); sets RC,
-# and OUT / ERR from FILE and FILE.err when a FILE is given.
-reap() {
-    for _ in $(seq 1 600); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -KILL "$1" 2>/dev/null
-    wait "$1"
-    RC=$?
-    if [ -n "${2:-}" ]; then
-        OUT=$(cat "$2")
-        ERR=$(cat "$2.err")
-    fi
-}
-
 # check NAME RC [REGEX...] — the last run exited RC and its stdout has a line
 # matching each extended REGEX; a REGEX starting with "2>" is matched against
 # stderr instead.
@@ -153,24 +88,7 @@ check() {
             why="${why:+$why; }stdout lacks /$re/"
         fi
     done
-    if [ -z "$why" ]; then
-        pass "$name"
-        return 0
-    fi
-    fail "$name: $why"
-    printf '%s\n' "$OUT" | sed 's/^/    stdout| /'
-    printf '%s\n' "$ERR" | sed 's/^/    stderr| /'
-    return 1
-}
-
-# refute NAME REGEX — the last run's stdout has no line matching REGEX.
-refute() {
-    if grep -Eq -- "$2" <<<"$OUT"; then
-        fail "$1: stdout unexpectedly matches /$2/"
-        printf '%s\n' "$OUT" | sed 's/^/    stdout| /'
-    else
-        pass "$1"
-    fi
+    verdict "$name" "$why"
 }
 
 # count NAME REGEX N — the last run's stdout has exactly N lines matching REGEX.
