@@ -20,7 +20,6 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,121 +37,36 @@
 #include "base/buf.h"
 #include "client/backend.h"
 #include "coyote.h"
+#include "coyoted_proc.h"
 #include "server/codec.h"
 #include "testutil.h"
-
-extern char **environ;
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- the real server ------------------------------------------------------------------- */
 
-struct server {
-    pid_t pid;
-    int port;
-    int err_fd; /* its stderr, drained by a thread once it is ready */
-    pthread_t drain;
-};
-
-static const char *coyoted_path(void)
-{
-    const char *env = getenv("COYOTED");
-    if (env && *env)
-        return env;
-#ifdef COYOTED_PATH
-    return COYOTED_PATH;
-#else
-    static char path[PATH_MAX];
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    assert_true(n > 0);
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    assert_non_null(slash);
-    *slash = '\0';
-    int len = snprintf(path, sizeof path, "%.4000s/../coyoted", exe);
-    assert_true(len > 0 && (size_t)len < sizeof path);
-    return path;
-#endif
-}
-
-static void *drain(void *arg)
-{
-    struct server *s = arg;
-    char b[4096];
-    while (read(s->err_fd, b, sizeof b) > 0)
-        ; /* keep the server's log pipe from filling up */
-    return NULL;
-}
-
 /* Start coyoted on 127.0.0.1:port (0: any) with data in dir; token may be NULL. */
-static void server_start(struct server *s, const char *dir, int port, const char *token)
+static void server_start(struct coyoted_proc *s, const char *dir, unsigned port, const char *token)
 {
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    const char *argv[12];
-    int argc = 0;
-    argv[argc++] = coyoted_path();
-    argv[argc++] = "--listen";
-    argv[argc++] = listen;
-    argv[argc++] = "--data-dir";
-    argv[argc++] = dir;
-    argv[argc++] = "--fsync";
-    argv[argc++] = "never";
-    if (token) {
-        argv[argc++] = "--admin-token";
-        argv[argc++] = token;
-    }
-    argv[argc] = NULL;
-
-    int p[2];
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[1], 2);
-    int rc = posix_spawn(&s->pid, argv[0], &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(p[1]);
-    if (rc) {
-        fail_msg("cannot start %s: %s", argv[0], strerror(rc));
-    }
-    s->err_fd = p[0];
-
-    /* Read the log until the ready line (30 s at most: a hung start fails the test). */
-    char log[16384];
-    size_t len = 0;
-    s->port = -1;
-    while (s->port < 0) {
-        struct pollfd pfd = {.fd = s->err_fd, .events = POLLIN};
-        if (poll(&pfd, 1, 30000) <= 0)
-            break;
-        ssize_t n = read(s->err_fd, log + len, sizeof log - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        log[len] = '\0';
-        const char *ready = strstr(log, "coyoted ready in ");
-        const char *port_at = ready ? strstr(ready, "(port ") : NULL;
-        if (port_at && strchr(port_at, ')'))
-            s->port = atoi(port_at + 6);
-        if (len == sizeof log - 1) /* keep the tail: the ready line comes late */
-            len = 0;
-    }
-    if (s->port <= 0) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
-        fail_msg("coyoted did not become ready:\n%s", log);
-    }
-    assert_int_equal(pthread_create(&s->drain, NULL, drain, s), 0);
+    const char *extra[] = {"--fsync", "never", token ? "--admin-token" : NULL, token, NULL};
+    const char *bin = coyoted_path(COYOTED_PATH_OR_NULL);
+    if (!bin)
+        fail_msg("cannot find coyoted (COYOTED_PATH, $COYOTED, ../coyoted)");
+    if (coyoted_start(s, bin, dir, port, extra, true))
+        fail_msg("coyoted did not become ready (its stderr is above)");
 }
 
-static void server_stop(struct server *s, int sig)
+/* Start it again on the same port and data dir. */
+static void server_restart(struct coyoted_proc *s)
 {
-    kill(s->pid, sig);
-    int st;
-    assert_int_equal(waitpid(s->pid, &st, 0), s->pid);
-    pthread_join(s->drain, NULL);
-    close(s->err_fd);
+    if (coyoted_restart(s, true))
+        fail_msg("coyoted did not become ready again on port %u (its stderr is above)", s->port);
+}
+
+static void server_stop(struct coyoted_proc *s, int sig)
+{
+    int st = coyoted_stop(s, sig);
+    assert_int_not_equal(st, -1); /* it ran, and was reaped */
     if (sig == SIGTERM)
         assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
@@ -217,7 +131,7 @@ static void expect_str(const struct buf *body, enum codec_format fmt, const char
 
 struct fixture {
     char *dir;
-    struct server srv;
+    struct coyoted_proc srv;
 };
 
 static int setup_server(void **state)
@@ -343,7 +257,7 @@ static void test_auth(void **state)
 {
     (void)state;
     char *dir = tu_tempdir("http-auth");
-    struct server srv;
+    struct coyoted_proc srv;
     server_start(&srv, dir, 0, "s3cret");
     struct buf resp = BUF_INIT;
     int status = -1;
@@ -454,9 +368,9 @@ static void test_server_restart(void **state)
 {
     (void)state;
     char *dir = tu_tempdir("http-restart");
-    struct server srv;
+    struct coyoted_proc srv;
     server_start(&srv, dir, 0, NULL);
-    int port = srv.port;
+    unsigned port = srv.port;
     struct cy_backend *be = open_port(port, NULL);
     struct buf resp = BUF_INIT;
     int status = -1;
@@ -467,7 +381,7 @@ static void test_server_restart(void **state)
     }
 
     server_stop(&srv, SIGTERM);
-    server_start(&srv, dir, port, NULL);
+    server_restart(&srv);
     assert_int_equal(call_json(be, "v1.msgs.publish", body, 5000, &status, &resp), 0);
     assert_int_equal(status, 200);
     assert_string_equal(text(&resp),
@@ -476,7 +390,7 @@ static void test_server_restart(void **state)
     server_stop(&srv, SIGKILL);
     /* Down: refused, not hung. */
     assert_int_equal(call_json(be, "v1.msgs.publish", body, 5000, &status, &resp), CY_ECONNECT);
-    server_start(&srv, dir, port, NULL);
+    server_restart(&srv);
     assert_int_equal(call_json(be, "v1.msgs.publish", body, 5000, &status, &resp), 0);
     assert_int_equal(status, 200);
 

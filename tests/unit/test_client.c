@@ -42,6 +42,7 @@
 
 #include "base/clock.h"
 #include "coyote.h"
+#include "coyoted_proc.h"
 #include "server/codec.h"
 #include "testutil.h"
 
@@ -54,11 +55,7 @@ struct fx {
     char url[4200];
     cy_client *c;  /* the client of the scenario */
     cy_client *c2; /* http: a second client (another connection); embedded: NULL */
-    /* http */
-    pid_t server;
-    int err_fd;
-    pthread_t drain;
-    bool draining;
+    struct coyoted_proc server; /* http */
 };
 
 static cy_options fast_opts(const char *ns)
@@ -91,68 +88,13 @@ static int setup_file(void **state)
     return 0;
 }
 
-static void *drain_stderr(void *arg)
-{
-    struct fx *f = arg;
-    char buf[4096];
-    while (read(f->err_fd, buf, sizeof buf) > 0) {
-    }
-    return NULL;
-}
-
 /* Start coyoted and read its port from the ready line (no sleeping). */
 static unsigned start_server(struct fx *f)
 {
-#ifndef COYOTED_PATH
-    (void)f;
-    return 0;
-#else
-    int p[2];
-    if (pipe2(p, O_CLOEXEC))
+    static const char *const extra[] = {"--fsync", "never", NULL};
+    if (coyoted_start(&f->server, coyoted_path(COYOTED_PATH_OR_NULL), f->dir, 0, extra, true))
         return 0;
-    pid_t pid = fork();
-    if (pid < 0)
-        return 0;
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        dup2(null, 0);
-        dup2(null, 1);
-        dup2(p[1], 2);
-        execl(COYOTED_PATH, "coyoted", "--listen", "127.0.0.1:0", "--data-dir", f->dir, "--fsync",
-              "never", (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    f->server = pid;
-    f->err_fd = p[0];
-    char text[16384];
-    size_t len = 0;
-    unsigned port = 0;
-    uint64_t give_up = clock_mono_ms() + 20000;
-    while (!port && len < sizeof text - 1) {
-        uint64_t now = clock_mono_ms();
-        if (now >= give_up)
-            break;
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        if (poll(&pfd, 1, (int)(give_up - now)) <= 0)
-            break;
-        ssize_t n = read(p[0], text + len, sizeof text - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        text[len] = 0;
-        const char *ready = strstr(text, "coyoted ready in ");
-        const char *nl = ready ? strchr(ready, '\n') : NULL;
-        const char *at = ready ? strstr(ready, "(port ") : NULL;
-        if (ready && nl && at && at < nl)
-            port = (unsigned)strtoul(at + 6, NULL, 10);
-    }
-    if (!port)
-        fprintf(stderr, "coyoted did not become ready; its stderr:\n%s\n", text);
-    else if (pthread_create(&f->drain, NULL, drain_stderr, f) == 0)
-        f->draining = true;
-    return port;
-#endif
+    return f->server.port;
 }
 
 static int setup_http(void **state)
@@ -160,8 +102,7 @@ static int setup_http(void **state)
     struct fx *f = calloc(1, sizeof *f);
     assert_non_null(f);
     f->http = true;
-    f->server = -1;
-    f->err_fd = -1;
+    f->server.pid = -1;
     *state = f;
     /* An http URL opens lazily: CY_EINVAL here means no http backend. */
     cy_client *probe = NULL;
@@ -193,15 +134,7 @@ static int teardown(void **state)
     struct fx *f = *state;
     cy_close(f->c);
     cy_close(f->c2);
-    if (f->server > 0) {
-        kill(f->server, SIGTERM);
-        int st;
-        waitpid(f->server, &st, 0);
-    }
-    if (f->draining)
-        pthread_join(f->drain, NULL);
-    if (f->err_fd >= 0)
-        close(f->err_fd);
+    coyoted_stop(&f->server, SIGTERM);
     tu_rmtree(f->dir);
     free(f);
     return 0;

@@ -38,6 +38,7 @@
 #include "base/clock.h"
 #include "client/client_int.h"
 #include "coyote.h"
+#include "coyoted_proc.h"
 #include "testutil.h"
 
 /* ---- fixture and helpers ---------------------------------------------------------- */
@@ -945,124 +946,6 @@ static void test_publisher_partitions(void **state)
 
 /* ---- over http: kill -9 and restart mid-run ----------------------------------------------------- */
 
-struct server {
-    pid_t pid;
-    int err_fd;
-    pthread_t drain;
-    bool draining;
-    unsigned port;
-};
-
-static const char *coyoted_path(void)
-{
-    const char *env = getenv("COYOTED");
-    if (env && *env)
-        return env;
-#ifdef COYOTED_PATH
-    return COYOTED_PATH;
-#else
-    static char path[PATH_MAX];
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return NULL;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return NULL;
-    *slash = 0;
-    snprintf(path, sizeof path, "%.4000s/../coyoted", exe);
-    return access(path, X_OK) == 0 ? path : NULL;
-#endif
-}
-
-static void *drain_stderr(void *arg)
-{
-    struct server *s = arg;
-    char buf[4096];
-    while (read(s->err_fd, buf, sizeof buf) > 0) {
-    }
-    return NULL;
-}
-
-/* Start coyoted on 127.0.0.1:port (0: any) and learn its port from the
- * ready line on stderr. false when it did not come up (its stderr printed
- * when `loud`). */
-static bool server_start(struct server *s, const char *bin, const char *dir, unsigned port,
-                         bool loud)
-{
-    memset(s, 0, sizeof *s);
-    s->pid = -1;
-    s->err_fd = -1;
-    int p[2];
-    if (pipe2(p, O_CLOEXEC))
-        return false;
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
-    pid_t pid = fork();
-    if (pid < 0)
-        return false;
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        dup2(null, 0);
-        dup2(null, 1);
-        dup2(p[1], 2);
-        execl(bin, "coyoted", "--listen", listen, "--data-dir", dir, "--fsync", "always",
-              (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    s->pid = pid;
-    s->err_fd = p[0];
-    char text[16384];
-    size_t len = 0;
-    uint64_t give_up = clock_mono_ms() + 20000;
-    while (!s->port && len < sizeof text - 1) {
-        uint64_t now = clock_mono_ms();
-        if (now >= give_up)
-            break;
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        if (poll(&pfd, 1, (int)(give_up - now)) <= 0)
-            break;
-        ssize_t n = read(p[0], text + len, sizeof text - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        text[len] = 0;
-        const char *ready = strstr(text, "coyoted ready in ");
-        const char *nl = ready ? strchr(ready, '\n') : NULL;
-        const char *at = ready ? strstr(ready, "(port ") : NULL;
-        if (ready && nl && at && at < nl)
-            s->port = (unsigned)strtoul(at + 6, NULL, 10);
-    }
-    if (!s->port) {
-        if (loud)
-            fprintf(stderr, "coyoted did not become ready; its stderr:\n%s\n", text);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        close(p[0]);
-        s->pid = -1;
-        return false;
-    }
-    s->draining = pthread_create(&s->drain, NULL, drain_stderr, s) == 0;
-    return true;
-}
-
-static void server_stop(struct server *s, int sig)
-{
-    if (s->pid > 0) {
-        kill(s->pid, sig);
-        waitpid(s->pid, NULL, 0);
-    }
-    if (s->draining)
-        pthread_join(s->drain, NULL);
-    if (s->err_fd >= 0)
-        close(s->err_fd);
-    s->pid = -1;
-    s->err_fd = -1;
-    s->draining = false;
-}
-
 #define KR_N 6000
 
 struct kr_check {
@@ -1099,7 +982,7 @@ static void *send_kr(void *arg)
 static void test_publisher_http_kill_restart(void **state)
 {
     (void)state;
-    const char *bin = coyoted_path();
+    const char *bin = coyoted_path(COYOTED_PATH_OR_NULL);
     cy_client *probe = NULL;
     if (cy_open("http://127.0.0.1:9", NULL, &probe) == CY_EINVAL || !bin) {
         print_message("no http backend or no coyoted: skipped\n");
@@ -1107,8 +990,9 @@ static void test_publisher_http_kill_restart(void **state)
     }
     cy_close(probe);
     char *dir = tu_tempdir("publisher-http");
-    struct server s;
-    if (!server_start(&s, bin, dir, 0, true))
+    static const char *const extra[] = {"--fsync", "always", NULL};
+    struct coyoted_proc s;
+    if (coyoted_start(&s, bin, dir, 0, extra, true))
         fail_msg("could not start %s", bin);
     unsigned port = s.port;
     char url[64];
@@ -1134,12 +1018,12 @@ static void test_publisher_http_kill_restart(void **state)
     for (int round = 1; round <= 2; round++) {
         if (!wait_for(&r.done, (size_t)KR_N * round / 3, 120000))
             fail_msg("round %d: only %zu reported", round, atomic_load(&r.done));
-        server_stop(&s, SIGKILL);
+        coyoted_kill(&s);
         print_message("killed coyoted after %zu reports\n", atomic_load(&r.done));
         sleep_ms(100); /* a few refused connections: the publisher backs off */
         bool up = false;
         for (int tries = 0; tries < 100 && !up; tries++) {
-            up = server_start(&s, bin, dir, port, tries == 99);
+            up = coyoted_restart(&s, tries == 99) == 0;
             if (!up)
                 sleep_ms(100); /* the port may take a moment to be free */
         }
@@ -1173,7 +1057,7 @@ static void test_publisher_http_kill_restart(void **state)
     free(k.stored);
     reports_free(&r);
     cy_close(c);
-    server_stop(&s, SIGTERM);
+    coyoted_stop(&s, SIGTERM);
     tu_rmtree(dir);
 }
 

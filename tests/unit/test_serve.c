@@ -53,6 +53,7 @@
 
 #include "base/clock.h"
 #include "coyote.h"
+#include "coyoted_proc.h"
 #include "server/codec.h"
 #include "testutil.h"
 
@@ -940,117 +941,15 @@ static void test_arguments(void **state)
 
 /* ---- over http ------------------------------------------------------------------------------- */
 
-struct server_proc {
-    pid_t pid;
-    int err_fd;
-    pthread_t drain;
-    bool draining;
-};
-
-static void *drain_stderr(void *arg)
+/* Start coyoted on listen_port (0: any) over dir; its port from the ready
+ * line (no sleeping), 0 on failure. */
+static unsigned start_coyoted(const char *bin, const char *dir, unsigned listen_port,
+                              struct coyoted_proc *sp)
 {
-    struct server_proc *sp = arg;
-    char buf[4096];
-    while (read(sp->err_fd, buf, sizeof buf) > 0) {
-    }
-    return NULL;
-}
-
-/* The coyoted binary to run, or NULL. */
-static const char *coyoted_path(void)
-{
-    static char path[PATH_MAX + 16];
-    const char *env = getenv("COYOTED_PATH");
-    if (env && access(env, X_OK) == 0)
-        return env;
-#ifdef COYOTED_PATH
-    if (access(COYOTED_PATH, X_OK) == 0)
-        return COYOTED_PATH;
-#endif
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0)
-        return NULL;
-    self[n] = 0;
-    char *slash = strrchr(self, '/');
-    if (!slash)
-        return NULL;
-    *slash = 0;
-    size_t len = strlen(self);
-    memcpy(path, self, len);
-    memcpy(path + len, "/../coyoted", sizeof "/../coyoted");
-    return access(path, X_OK) == 0 ? path : NULL;
-}
-
-/* Start coyoted on listen ("127.0.0.1:0" or a fixed port) over dir; its
- * port from the ready line (no sleeping), 0 on failure. */
-static unsigned start_coyoted(const char *bin, const char *dir, const char *listen,
-                              struct server_proc *sp)
-{
-    memset(sp, 0, sizeof *sp);
-    sp->pid = -1;
-    sp->err_fd = -1;
-    int p[2];
-    if (pipe2(p, O_CLOEXEC))
+    static const char *const extra[] = {"--fsync", "never", NULL};
+    if (coyoted_start(sp, bin, dir, listen_port, extra, true))
         return 0;
-    pid_t pid = fork();
-    if (pid < 0)
-        return 0;
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        dup2(null, 0);
-        dup2(null, 1);
-        dup2(p[1], 2);
-        execl(bin, "coyoted", "--listen", listen, "--data-dir", dir, "--fsync", "never",
-              (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    sp->pid = pid;
-    sp->err_fd = p[0];
-    char text[16384];
-    size_t len = 0;
-    unsigned port = 0;
-    uint64_t give_up = clock_mono_ms() + 20000;
-    while (!port && len < sizeof text - 1) {
-        uint64_t now = clock_mono_ms();
-        if (now >= give_up)
-            break;
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        if (poll(&pfd, 1, (int)(give_up - now)) <= 0)
-            break;
-        ssize_t n = read(p[0], text + len, sizeof text - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        text[len] = 0;
-        const char *ready = strstr(text, "coyoted ready in ");
-        const char *nl = ready ? strchr(ready, '\n') : NULL;
-        const char *at = ready ? strstr(ready, "(port ") : NULL;
-        if (ready && nl && at && at < nl)
-            port = (unsigned)strtoul(at + 6, NULL, 10);
-    }
-    if (!port)
-        fprintf(stderr, "coyoted did not become ready; its stderr:\n%s\n", text);
-    else if (pthread_create(&sp->drain, NULL, drain_stderr, sp) == 0)
-        sp->draining = true;
-    return port;
-}
-
-static void stop_coyoted(struct server_proc *sp)
-{
-    if (sp->pid > 0) {
-        kill(sp->pid, SIGTERM);
-        int st;
-        waitpid(sp->pid, &st, 0);
-        sp->pid = -1;
-    }
-    if (sp->draining)
-        pthread_join(sp->drain, NULL);
-    sp->draining = false;
-    if (sp->err_fd >= 0)
-        close(sp->err_fd);
-    sp->err_fd = -1;
+    return sp->port;
 }
 
 /* NULL (and the test skipped) without an http backend or a coyoted. */
@@ -1060,7 +959,7 @@ static const char *http_or_skip(void)
     if (cy_open("http://127.0.0.1:9", NULL, &probe) == CY_EINVAL)
         skip();
     cy_close(probe);
-    const char *bin = coyoted_path();
+    const char *bin = coyoted_path(COYOTED_PATH_OR_NULL);
     if (!bin)
         skip();
     return bin;
@@ -1071,8 +970,8 @@ static void test_http_queue(void **state)
     (void)state;
     const char *bin = http_or_skip();
     char *dir = tu_tempdir("serve-http");
-    struct server_proc sp;
-    unsigned port = start_coyoted(bin, dir, "127.0.0.1:0", &sp);
+    struct coyoted_proc sp;
+    unsigned port = start_coyoted(bin, dir, 0, &sp);
     assert_true(port > 0);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%u", port);
@@ -1082,7 +981,7 @@ static void test_http_queue(void **state)
     exactly_once_case(c, 500, CY_QUEUE);
     exactly_once_case(c, 300, CY_FIFO);
     cy_close(c);
-    stop_coyoted(&sp);
+    coyoted_stop(&sp, SIGTERM);
     tu_rmtree(dir);
 }
 
@@ -1091,12 +990,11 @@ static void test_http_server_restart(void **state)
     (void)state;
     const char *bin = http_or_skip();
     char *dir = tu_tempdir("serve-restart");
-    struct server_proc sp;
-    unsigned port = start_coyoted(bin, dir, "127.0.0.1:0", &sp);
+    struct coyoted_proc sp;
+    unsigned port = start_coyoted(bin, dir, 0, &sp);
     assert_true(port > 0);
-    char url[64], listen[64];
+    char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%u", port);
-    snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
     cy_options o = fast_opts();
     o.timeout_ms = 2000;
     cy_client *c;
@@ -1110,9 +1008,9 @@ static void test_http_server_restart(void **state)
     assert_true(wait_count(&p, &p.n, 100, 20000));
     sleep_ms(200); /* the acks go out */
 
-    stop_coyoted(&sp);
+    coyoted_stop(&sp, SIGTERM);
     sleep_ms(300); /* receives fail meanwhile */
-    unsigned again = start_coyoted(bin, dir, listen, &sp);
+    unsigned again = coyoted_restart(&sp, true) ? 0 : sp.port;
     if (!again) {
         cy_serve_stop(s);
         cy_close(c);
@@ -1129,7 +1027,7 @@ static void test_http_server_restart(void **state)
         if (p.count[i] < 1)
             fail_msg("message %zu never handled", i);
     cy_close(c);
-    stop_coyoted(&sp);
+    coyoted_stop(&sp, SIGTERM);
     probe_free(&p);
     tu_rmtree(dir);
 }
