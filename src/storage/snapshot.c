@@ -326,10 +326,12 @@ static int try_unlink(const struct fileops *fo, const char *dir, uint64_t pos, c
 }
 
 /* After `kept` was written: delete leftover temp files, every snapshot but
- * `kept` and the newest one below it (see invariant 3), then sync the
- * directory. Failures are logged, not returned: the new snapshot is durable
- * and in force already; a file left behind is deleted by the next write. */
-static void retain(const struct fileops *fo, const char *dir, uint64_t kept)
+ * `kept` and one fallback below it — `prev` when it is there (a snapshot the
+ * caller knows is valid), else the newest one below (see invariant 3) — then
+ * sync the directory. Failures are logged, not returned: the new snapshot is
+ * durable and in force already; a file left behind is deleted by the next
+ * write. */
+static void retain(const struct fileops *fo, const char *dir, uint64_t kept, uint64_t prev)
 {
     struct scan s;
     int rc = scan_dir(fo, dir, &s);
@@ -343,12 +345,15 @@ static void retain(const struct fileops *fo, const char *dir, uint64_t kept)
         removed = 1;
     }
     sort_pos(s.snaps, s.n_snaps, cmp_pos_desc);
+    bool prev_there = false;
+    for (size_t i = 0; i < s.n_snaps; i++)
+        prev_there |= prev < kept && s.snaps[i] == prev;
     int older_kept = 0;
     for (size_t i = 0; i < s.n_snaps; i++) {
         uint64_t pos = s.snaps[i];
         if (pos == kept)
             continue;
-        if (pos < kept && !older_kept) {
+        if (prev_there ? pos == prev : (pos < kept && !older_kept)) {
             older_kept = 1; /* the fallback when `kept` turns out damaged */
             continue;
         }
@@ -365,6 +370,13 @@ static void retain(const struct fileops *fo, const char *dir, uint64_t kept)
 
 int snapshot_write(const struct fileops *fo, const char *dir, uint64_t covered_pos,
                    uint64_t created_ms, const struct snapshot_section *sections, size_t n)
+{
+    return snapshot_write_keep(fo, dir, covered_pos, created_ms, sections, n, UINT64_MAX);
+}
+
+int snapshot_write_keep(const struct fileops *fo, const char *dir, uint64_t covered_pos,
+                        uint64_t created_ms, const struct snapshot_section *sections, size_t n,
+                        uint64_t prev_valid)
 {
     fo = fo_or_default(fo);
     if (!dir || n > SNAPSHOT_MAX_SECTIONS || (n && !sections))
@@ -410,7 +422,7 @@ int snapshot_write(const struct fileops *fo, const char *dir, uint64_t covered_p
     if (rc < 0)
         return rc;
 
-    retain(fo, dir, covered_pos);
+    retain(fo, dir, covered_pos, prev_valid);
     return 0;
 
 fail:

@@ -44,6 +44,14 @@ struct snapshot {
 int snapshot_write(const struct fileops *fo, const char *dir, uint64_t covered_pos,
                    uint64_t created_ms, const struct snapshot_section *sections, size_t n);
 
+/* The same, keeping `prev_valid` (a position the caller knows holds a valid
+ * snapshot: the one it recovered from or last wrote; UINT64_MAX: unknown) as
+ * the fallback instead of the newest one below, so a damaged newer file never
+ * displaces a valid fallback. */
+int snapshot_write_keep(const struct fileops *fo, const char *dir, uint64_t covered_pos,
+                        uint64_t created_ms, const struct snapshot_section *sections, size_t n,
+                        uint64_t prev_valid);
+
 /* Decode a snapshot from bytes (the pure parser, fuzzed). On success the
  * sections of *out point into `data`, which must outlive them; out->raw is
  * left NULL. CY_EFORMAT (magic/version), CY_ECORRUPT (checksum, lengths). */

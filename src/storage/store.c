@@ -61,6 +61,7 @@ struct store {
     uint64_t ckpt_pos, ckpt_mono_ms;
     int err; /* sticky: indexing failed after a journal append (restart rebuilds) */
     uint64_t last_publish_pos;
+    uint64_t snap_valid; /* a snapshot known valid (recovered from or written); UINT64_MAX: none */
     struct store_stats stats;
 };
 
@@ -352,7 +353,8 @@ int store_checkpoint(struct store *s)
             {SNAP_SECTION_STORE, st.data, st.len},
             {SNAP_SECTION_CLIENT, cl.data, cl.len},
         };
-        rc = snapshot_write(s->fo, s->snap_dir, pos, clock_wall_ms(), secs, 2);
+        rc = snapshot_write_keep(s->fo, s->snap_dir, pos, clock_wall_ms(), secs, 2,
+                                 s->snap_valid);
     }
     buf_free(&st);
     buf_free(&cl);
@@ -362,6 +364,7 @@ int store_checkpoint(struct store *s)
         return rc;
     }
     s->ckpt_pos = pos;
+    s->snap_valid = pos;
     s->ckpt_mono_ms = clock_mono_ms();
     s->stats.checkpoints++;
     s->stats.last_checkpoint_pos = pos;
@@ -633,8 +636,11 @@ static int recover(struct store *s)
     bool have_snap = rc == 0;
     if (rc && rc != CY_ENOTFOUND)
         return rc;
-    if (have_snap)
+    s->snap_valid = UINT64_MAX;
+    if (have_snap) {
         covered = snap.covered_pos;
+        s->snap_valid = covered;
+    }
     if (!have_snap && start != 0) {
         log_error("store %s: the journal starts at position %" PRIu64
                   " but no valid checkpoint covers what came before",

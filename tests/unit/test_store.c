@@ -15,6 +15,7 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "coyote.h"
+#include "storage/snapshot.h"
 #include "storage/store.h"
 #include "testutil.h"
 
@@ -284,6 +285,58 @@ static void test_index_rebuilt_when_missing_or_damaged(void **state)
     check_part(f, 11, 0, 100);
 }
 
+/* Flip one byte in the middle of snapshot `pos`. */
+static void damage_snapshot(struct fixture *f, uint64_t pos)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/snap/%020llu.snap", f->dir, (unsigned long long)pos);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    off_t size = lseek(fd, 0, SEEK_END);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, size / 2), 1);
+    b ^= 0x5A;
+    assert_int_equal(pwrite(fd, &b, 1, size / 2), 1);
+    close(fd);
+}
+
+/* A damaged newest snapshot must never displace the valid fallback: after
+ * recovering from the older one, the next checkpoint keeps the older one. */
+static void test_damaged_snapshot_keeps_valid_fallback(void **state)
+{
+    struct fixture *f = *state;
+    reopen(f);
+    uint64_t parts[1] = {2};
+    publish(f, parts, 1, 3);
+    assert_int_equal(store_checkpoint(f->s), 0);
+    uint64_t a = journal_end(store_journal(f->s));
+    publish(f, parts, 1, 3);
+    assert_int_equal(store_checkpoint(f->s), 0);
+    uint64_t b = journal_end(store_journal(f->s));
+    assert_int_equal(store_close(f->s), 0); /* nothing new: no third checkpoint */
+    f->s = NULL;
+    damage_snapshot(f, b);
+    log_set_level(CYLOG_ERROR);
+    reopen(f); /* falls back to a, replays the rest */
+    check_part(f, 2, 0, 6);
+    publish(f, parts, 1, 3);
+    assert_int_equal(store_checkpoint(f->s), 0);
+    uint64_t c = journal_end(store_journal(f->s));
+    char snapdir[4200];
+    snprintf(snapdir, sizeof snapdir, "%s/snap", f->dir);
+    uint64_t have[4];
+    int n = snapshot_list(NULL, snapdir, have, 4);
+    assert_int_equal(n, 2);
+    assert_int_equal(have[0], a); /* the valid fallback, not the damaged b */
+    assert_int_equal(have[1], c);
+    assert_int_equal(store_close(f->s), 0);
+    f->s = NULL;
+    damage_snapshot(f, c);
+    reopen(f); /* c is damaged too: a still recovers everything */
+    log_set_level(CYLOG_INFO);
+    check_part(f, 2, 0, 9);
+}
+
 static void test_lock(void **state)
 {
     struct fixture *f = *state;
@@ -373,6 +426,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_index_rebuilt_when_missing_or_damaged, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_snapshot_keeps_valid_fallback, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seek_time, setup, teardown),
     };
