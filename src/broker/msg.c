@@ -58,6 +58,21 @@ int msg_decode(const uint8_t *data, size_t len, struct broker_msg_out *o,
     return 0;
 }
 
+size_t msg_header_count(const uint8_t *data, size_t len)
+{
+    struct reader r;
+    reader_init(&r, data, len);
+    uint8_t flags = rd_u8(&r);
+    if (flags & MSG_HAS_SCHEDULED)
+        rd_u64(&r);
+    if (flags & MSG_HAS_KEY) {
+        uint32_t n;
+        rd_blob(&r, &n);
+    }
+    uint16_t nh = rd_u16(&r);
+    return r.err ? 0 : nh;
+}
+
 int msg_scheduled_at(const uint8_t *data, size_t len, uint64_t *scheduled_at)
 {
     struct reader r;

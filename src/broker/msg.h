@@ -22,6 +22,8 @@ void msg_encode(struct buf *out, const struct broker_msg_in *m, uint64_t schedul
  * malformed. o->partition/offset/timestamp/attempt are left alone. */
 int msg_decode(const uint8_t *data, size_t len, struct broker_msg_out *o,
                struct broker_header *hdrs, size_t max_headers);
+/* Only the number of headers (0 when malformed), cheaply. */
+size_t msg_header_count(const uint8_t *data, size_t len);
 /* Only the scheduled time (0: none), cheaply. */
 int msg_scheduled_at(const uint8_t *data, size_t len, uint64_t *scheduled_at);
 /* The key hash kept in the index (FIFO ordering): CRC-32C of the key, never 0

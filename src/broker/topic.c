@@ -218,21 +218,11 @@ int topic_read_raw(struct topic *t, uint32_t p, uint64_t offset, size_t *at, uin
     return 0;
 }
 
-/* Count the headers of a stored message (to size the header array). */
-static size_t count_headers(const uint8_t *d, size_t n)
-{
-    struct broker_msg_out o;
-    struct broker_header h[64];
-    if (msg_decode(d, n, &o, h, 64) == 0)
-        return o.n_headers;
-    return 0;
-}
-
 int topic_decode_outs(struct broker *b, size_t n, const size_t *at, const uint32_t *len)
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
-        total += count_headers(b->raw.data + at[i], len[i]);
+        total += msg_header_count(b->raw.data + at[i], len[i]);
     if (total > b->hdrs_cap) {
         struct broker_header *h = realloc(b->hdrs, total * sizeof *h);
         if (!h)
@@ -366,6 +356,29 @@ int topic_apply_publish(struct broker_ns *ns, const struct journal_record *rec, 
         return rc;
     }
     return CY_ECORRUPT;
+}
+
+/* Journal a publish record (messages + the command in b->cmdbuf as its
+ * extra) and apply it with the same code replay uses (invariant 1 of
+ * broker.c). *end: the position to wait for. */
+static int publish_apply(struct broker_ns *ns, uint64_t now, const struct msgrec_part *parts,
+                         size_t np, uint64_t *end)
+{
+    struct broker *b = ns->b;
+    int rc = store_publish(ns->store, now, parts, np, b->cmdbuf.data, (uint32_t)b->cmdbuf.len, end);
+    if (rc)
+        return rc;
+    struct journal_record rec = {.type = JREC_PUBLISH, .timestamp_ms = now};
+    size_t blen;
+    store_last_publish(ns->store, &rec.body, &blen, &rec.pos);
+    rec.len = (uint32_t)blen;
+    struct reader r;
+    reader_init(&r, b->cmdbuf.data, b->cmdbuf.len);
+    rc = topic_apply_publish(ns, &rec, &r);
+    if (rc) /* journaled but not applied: a bug; the store refuses nothing more */
+        log_error("namespace %.*s: applying a publish failed: %s", (int)ns->name_len, ns->name,
+                  cy_strerror(rc));
+    return rc;
 }
 
 static int check_msgs(struct broker *b, const struct broker_publish_req *req,
@@ -528,26 +541,13 @@ int broker_publish(struct broker *b, const struct broker_publish_req *req,
         goto out;
     }
     uint64_t end;
-    rc = store_publish(ns->store, now, parts, np, b->cmdbuf.data, (uint32_t)b->cmdbuf.len, &end);
+    rc = publish_apply(ns, now, parts, np, &end);
     if (rc == CY_ETOOBIG) {
         rc = berr(err, 422, "invalid_data", "msgs", "The batch is too large to store as one "
                                                     "record.");
         goto out;
     }
     if (rc) {
-        rc = berr_storage(err, rc);
-        goto out;
-    }
-    struct journal_record rec = {.type = JREC_PUBLISH, .timestamp_ms = now};
-    size_t blen;
-    store_last_publish(ns->store, &rec.body, &blen, &rec.pos);
-    rec.len = (uint32_t)blen;
-    struct reader r;
-    reader_init(&r, b->cmdbuf.data, b->cmdbuf.len);
-    rc = topic_apply_publish(ns, &rec, &r);
-    if (rc) {
-        log_error("namespace %.*s: applying a publish failed: %s", (int)ns->name_len, ns->name,
-                  cy_strerror(rc));
         rc = berr_storage(err, rc);
         goto out;
     }
@@ -607,7 +607,6 @@ int topic_publish_copies(struct broker_ns *ns, struct topic *dlq, struct topic *
                          const struct qgroup_id *ids, uint32_t n, struct bstr reason, uint64_t now,
                          struct broker_wait *wait, struct broker_error *err)
 {
-    struct broker *b = ns->b;
     /* Copies keep value, headers and key (inside the stored bytes) but are
      * keyless in the DLQ topic: they go round-robin over its partitions, each
      * with its own offset. The caller built the group command in b->cmdbuf
@@ -658,17 +657,7 @@ int topic_publish_copies(struct broker_ns *ns, struct topic *dlq, struct topic *
     }
     uint64_t end = 0;
     if (!rc)
-        rc = store_publish(ns->store, now, parts, np, b->cmdbuf.data, (uint32_t)b->cmdbuf.len,
-                           &end);
-    if (!rc) {
-        struct journal_record rec = {.type = JREC_PUBLISH, .timestamp_ms = now};
-        size_t blen;
-        store_last_publish(ns->store, &rec.body, &blen, &rec.pos);
-        rec.len = (uint32_t)blen;
-        struct reader r;
-        reader_init(&r, b->cmdbuf.data, b->cmdbuf.len);
-        rc = topic_apply_publish(ns, &rec, &r);
-    }
+        rc = publish_apply(ns, now, parts, np, &end);
     buf_free(&raw);
     free(at);
     free(len);

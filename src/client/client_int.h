@@ -93,4 +93,9 @@ void publisher_set_attempt(cy_publisher *p, publisher_attempt_fn fn, void *arg);
  * when it is full. */
 int mw_register_free(cy_handler_fn fn, void (*free_arg)(void *arg, cy_handler *next_out));
 
+/* The argument checks cy_publish makes on one message (client_msgs.c); the
+ * writer and the batching publisher refuse a bad message with the same rule
+ * at once instead of failing a whole batch later. */
+bool client_valid_message(const cy_message *m);
+
 #endif

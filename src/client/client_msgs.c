@@ -117,7 +117,7 @@ static bool parse_msg_id(const char *p, size_t n, uint32_t *part, uint64_t *off)
 
 static const uint8_t empty_bytes[1];
 
-static bool valid_message(const cy_message *m)
+bool client_valid_message(const cy_message *m)
 {
     if (!m->value && m->value_len)
         return false;
@@ -184,7 +184,7 @@ int cy_publish(cy_client *c, const char *topic, const cy_message *msgs, size_t n
     if (!c || !topic || (n && !msgs) || n > UINT32_MAX)
         return CY_EINVAL;
     for (size_t i = 0; i < n; i++)
-        if (!valid_message(&msgs[i]))
+        if (!client_valid_message(&msgs[i]))
             return CY_EINVAL;
 
     struct out o;

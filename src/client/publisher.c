@@ -84,22 +84,6 @@
 
 /* ---- copying a message -------------------------------------------------------------- */
 
-/* What cy_publish itself checks (client_msgs.c), so a bad message is refused
- * at once instead of failing a whole batch later. */
-static bool valid_message(const cy_message *m)
-{
-    if (!m->value && m->value_len)
-        return false;
-    if (!m->headers && m->n_headers)
-        return false;
-    if (m->n_headers > UINT32_MAX)
-        return false;
-    for (size_t i = 0; i < m->n_headers; i++)
-        if (!m->headers[i].name || !m->headers[i].value)
-            return false;
-    return true;
-}
-
 static bool add_size(size_t *total, size_t n)
 {
     if (n > SIZE_MAX - *total)
@@ -196,7 +180,7 @@ int cy_writer_open(cy_client *c, const char *topic, const cy_message *meta, cy_w
     memset(&none, 0, sizeof none);
     if (!meta)
         meta = &none;
-    if (!c || !topic || !out || !valid_message(meta))
+    if (!c || !topic || !out || !client_valid_message(meta))
         return CY_EINVAL;
     size_t total;
     if (!copy_size(meta, false, sizeof(cy_writer), &total, NULL))
@@ -609,7 +593,7 @@ fail:
 
 int cy_publisher_send(cy_publisher *p, const cy_message *m, void *msg_arg)
 {
-    if (!p || !m || !valid_message(m))
+    if (!p || !m || !client_valid_message(m))
         return CY_EINVAL;
     size_t total, payload;
     if (!copy_size(m, true, sizeof(struct pub_msg), &total, &payload))

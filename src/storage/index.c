@@ -155,7 +155,7 @@ static void entry_encode(uint8_t *p, const struct index_entry *e)
     le_put32(p + 28, crc32c(0, p, 28));
 }
 
-static int entry_decode(const uint8_t *p, struct index_entry *e)
+int index_entry_decode(const uint8_t *p, struct index_entry *e)
 {
     if (crc32c(0, p, 28) != le_get32(p + 28))
         return CY_ECORRUPT;
@@ -323,7 +323,7 @@ static int read_file_entry(struct index *ix, uint64_t offset, struct index_entry
     if (rc < 0)
         return rc;
     if (ix->cache_n && offset >= ix->cache_first && offset - ix->cache_first < ix->cache_n)
-        return entry_decode(ix->cache + (offset - ix->cache_first) * INDEX_ENTRY_SIZE, e);
+        return index_entry_decode(ix->cache + (offset - ix->cache_first) * INDEX_ENTRY_SIZE, e);
 
     uint64_t off = entry_file_off(ix, offset);
     if (!ix->cache)
@@ -334,7 +334,7 @@ static int read_file_entry(struct index *ix, uint64_t offset, struct index_entry
         ssize_t got = fo_read_full(set->fo, ix->fd, p, sizeof p, off);
         if (got < 0)
             return (int)got;
-        return got < INDEX_ENTRY_SIZE ? CY_ECORRUPT : entry_decode(p, e);
+        return got < INDEX_ENTRY_SIZE ? CY_ECORRUPT : index_entry_decode(p, e);
     }
     /* The block of the file holding this entry, limited to file entries
      * [base, flushed) (entries never straddle a block: 64 | 4096). */
@@ -354,13 +354,13 @@ static int read_file_entry(struct index *ix, uint64_t offset, struct index_entry
     ix->cache_n = (uint32_t)((size_t)got / INDEX_ENTRY_SIZE);
     if (offset - first >= ix->cache_n)
         return CY_ECORRUPT; /* the file is shorter than it should be */
-    return entry_decode(ix->cache + (offset - first) * INDEX_ENTRY_SIZE, e);
+    return index_entry_decode(ix->cache + (offset - first) * INDEX_ENTRY_SIZE, e);
 }
 
 static int read_entry(struct index *ix, uint64_t offset, struct index_entry *e)
 {
     if (offset >= ix->flushed)
-        return entry_decode(ix->buf + INDEX_HEADER_SIZE + (offset - ix->flushed) * INDEX_ENTRY_SIZE,
+        return index_entry_decode(ix->buf + INDEX_HEADER_SIZE + (offset - ix->flushed) * INDEX_ENTRY_SIZE,
                             e);
     return read_file_entry(ix, offset, e);
 }
@@ -417,7 +417,7 @@ static int load(struct index *ix)
             bad = true; /* the file shrank under us: stop at what we read */
         for (uint64_t i = 0; i < have; i++) {
             struct index_entry e;
-            if (entry_decode(chunk + i * INDEX_ENTRY_SIZE, &e) < 0 ||
+            if (index_entry_decode(chunk + i * INDEX_ENTRY_SIZE, &e) < 0 ||
                 (count > 0 && (e.pos < last_pos || e.timestamp_ms < last_ts))) {
                 bad = true;
                 break;

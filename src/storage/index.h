@@ -92,6 +92,10 @@ int index_truncate(struct index *ix, uint64_t next);
  * 64 KiB; otherwise nothing changes on disk. Offsets are never renumbered. */
 int index_drop_before(struct index *ix, uint64_t offset);
 
+/* Decode one 32-byte entry (the file format, for readers such as the
+ * checker): 0, or CY_ECORRUPT when its checksum fails. */
+int index_entry_decode(const uint8_t *p, struct index_entry *e);
+
 /* Write every index's buffered entries (no fsync). */
 int index_set_flush(struct index_set *set);
 /* Write and fdatasync every index changed since the last sync, and the

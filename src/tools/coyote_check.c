@@ -792,18 +792,6 @@ static void add_mismatch(struct part *p, uint64_t offset, const struct index_ent
     p->mm[p->n_mm++] = (struct mismatch){offset, *want, *have};
 }
 
-static int decode_entry(const uint8_t *q, struct index_entry *e)
-{
-    if (crc32c(0, q, 28) != le_get32(q + 28))
-        return CY_ECORRUPT;
-    e->pos = le_get64(q);
-    e->timestamp_ms = le_get64(q + 8);
-    e->len = le_get32(q + 16);
-    e->key_hash = le_get32(q + 20);
-    e->msg_crc = le_get32(q + 24);
-    return 0;
-}
-
 static int on_message(void *arg, uint64_t part_id, uint64_t offset, const struct msgrec_msg *m)
 {
     struct rec_ctx *c = arg;
@@ -848,7 +836,7 @@ static int on_message(void *arg, uint64_t part_id, uint64_t offset, const struct
         want.key_hash = m->key_hash;
         want.msg_crc = m->crc;
         const uint8_t *q = p->ix + INDEX_HEADER_SIZE + (offset - p->ix_base) * INDEX_ENTRY_SIZE;
-        if (decode_entry(q, &have) == 0 &&
+        if (index_entry_decode(q, &have) == 0 &&
             (have.pos != want.pos || have.len != want.len || have.msg_crc != want.msg_crc ||
              have.timestamp_ms != want.timestamp_ms || have.key_hash != want.key_hash))
             add_mismatch(p, offset, &want, &have);
@@ -1165,7 +1153,7 @@ static void check_index_entries(struct store_check *sc, struct part *p)
             o < hw ? "a checkpoint synced it; recovery cuts the index here and rebuilds it"
                    : "never synced; recovery cuts the index here and re-indexes from the journal";
         struct index_entry e;
-        if (decode_entry(p->ix + off, &e)) {
+        if (index_entry_decode(p->ix + off, &e)) {
             FLAG(sev,
                  "%s: offset %" PRIu64 ": entry for offset %" PRIu64 " fails its checksum (%s)",
                  p->ix_path, off, o, fate);

@@ -16,7 +16,16 @@
 #include "coyote.h"
 #include "testutil.h"
 
+static struct broker *open_broker_headers(const char *dir, uint64_t dedup_ms, uint32_t max_headers,
+                                          struct broker_error *err);
+
 static struct broker *open_broker(const char *dir, uint64_t dedup_ms, struct broker_error *err)
+{
+    return open_broker_headers(dir, dedup_ms, 0, err);
+}
+
+static struct broker *open_broker_headers(const char *dir, uint64_t dedup_ms, uint32_t max_headers,
+                                          struct broker_error *err)
 {
     struct broker_config cfg = {0};
     cfg.data_dir = dir;
@@ -27,6 +36,8 @@ static struct broker *open_broker(const char *dir, uint64_t dedup_ms, struct bro
     broker_limits_default(&cfg.limits);
     if (dedup_ms)
         cfg.limits.dedup_window_ms = dedup_ms;
+    if (max_headers)
+        cfg.limits.max_headers = max_headers;
     struct broker *b = NULL;
     if (broker_open(&cfg, &b, err))
         return NULL;
@@ -158,12 +169,51 @@ static void test_idempotency_key_after_window_shrank(void **state)
     tu_rmtree(dir);
 }
 
+/* --max-headers may be raised above 64: receives must return every header. */
+static void test_many_headers_round_trip(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("space");
+    struct broker_error err;
+    struct broker *b = open_broker_headers(dir, 0, 200, &err);
+    assert_non_null(b);
+    static char names[150][8];
+    struct broker_header h[150];
+    for (int i = 0; i < 150; i++) {
+        snprintf(names[i], sizeof names[i], "h%03d", i);
+        h[i] = (struct broker_header){{names[i], 4}, {names[i], 4}};
+    }
+    struct broker_msg_in m = {.value = (const uint8_t *)"v", .value_len = 1, .headers = h,
+                              .n_headers = 150};
+    struct broker_publish_req req = {0};
+    req.topic.name = BSTR("t");
+    req.topic.partition = -1;
+    req.msgs = &m;
+    req.n_msgs = 1;
+    struct broker_publish_res res;
+    struct broker_wait w;
+    assert_int_equal(broker_publish(b, &req, &res, &w, &err), 0);
+    struct broker_receive_req rr = {0};
+    rr.topic.name = BSTR("t");
+    rr.topic.partition = -1;
+    rr.group = BSTR("g");
+    rr.start_earliest = true;
+    struct broker_receive_res out;
+    assert_int_equal(broker_stream_receive(b, &rr, &out, &w, &err), 0);
+    assert_int_equal(out.n, 1);
+    assert_int_equal(out.msgs[0].n_headers, 150);
+    assert_memory_equal(out.msgs[0].headers[149].name.p, "h149", 4);
+    assert_int_equal(broker_close(b), 0);
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trim_gives_space_back),
         cmocka_unit_test(test_missing_segments_under_checkpoints_refused),
         cmocka_unit_test(test_idempotency_key_after_window_shrank),
+        cmocka_unit_test(test_many_headers_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
