@@ -29,11 +29,17 @@ void clock_init(struct cy_clock *c)
 {
     c->last_ms = 0;
     c->offset_ms = 0;
+    c->frozen_ms = 0;
+}
+
+void clock_freeze(struct cy_clock *c)
+{
+    c->frozen_ms = clock_wall_ms();
 }
 
 uint64_t clock_now_ms(struct cy_clock *c)
 {
-    uint64_t now = clock_wall_ms() + c->offset_ms;
+    uint64_t now = (c->frozen_ms ? c->frozen_ms : clock_wall_ms()) + c->offset_ms;
     if (now < c->last_ms)
         now = c->last_ms;
     c->last_ms = now;

@@ -19,11 +19,15 @@ uint64_t clock_wall_ms(void);
 struct cy_clock {
     uint64_t last_ms;   /* the highest value returned so far */
     uint64_t offset_ms; /* added to the wall clock: the test clock's advance */
+    uint64_t frozen_ms; /* non-zero: the wall clock reading this clock is held at */
 };
 
 void clock_init(struct cy_clock *c);
 /* Wall-clock ms + offset, never lower than a previous result of this clock. */
 uint64_t clock_now_ms(struct cy_clock *c);
+/* Hold the wall-clock part at its current reading: from now on the clock moves
+ * only by clock_advance, so tests that script time are deterministic. */
+void clock_freeze(struct cy_clock *c);
 /* Move this clock forward by ms (the test clock, API.md §10). */
 void clock_advance(struct cy_clock *c, uint64_t ms);
 /* Make the clock never return less than ms (used after recovery: the newest

@@ -614,6 +614,8 @@ int broker_open(const struct broker_config *cfg, struct broker **out, struct bro
         broker_limits_default(&b->lim);
     b->lock_fd = -1;
     clock_init(&b->clock);
+    if (cfg->test_clock && cfg->frozen_clock)
+        clock_freeze(&b->clock);
     b->data_dir = strdup(cfg->data_dir);
     b->nss = hmap_new();
     journal_fsync_name(cfg->fsync, cfg->fsync_interval_ms, b->fsync_name, sizeof b->fsync_name);
@@ -653,7 +655,7 @@ int broker_open(const struct broker_config *cfg, struct broker **out, struct bro
         rc = c.rc;
     /* Time continues from the newest journaled command, also when a test
      * clock had moved it ahead of the wall clock (invariant 2). */
-    uint64_t wall = clock_wall_ms();
+    uint64_t wall = b->clock.frozen_ms ? b->clock.frozen_ms : clock_wall_ms();
     if (b->clock.last_ms > wall)
         b->clock.offset_ms = b->clock.last_ms - wall;
     if (!rc && !ns_find(b, BSTR("default"))) {

@@ -85,6 +85,7 @@ struct broker_config {
     const struct fileops *fo;        /* NULL: POSIX (tests inject faults) */
     struct broker_limits limits;     /* zeros: defaults */
     bool test_clock;                 /* allow broker_clock_advance */
+    bool frozen_clock;               /* with test_clock: time moves only by advance */
     /* Called from a storage thread when a namespace's journal becomes durable
      * further (or fails): wake the owner thread, nothing more. */
     void (*on_durable)(void *arg);

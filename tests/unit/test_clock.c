@@ -3,7 +3,7 @@
  * backwards; clock_advance shifts it by exactly the requested amount relative
  * to the wall clock; clock_observe raises its floor. Assertions bracket the
  * clock between two wall-clock readings, so they hold however slow the
- * machine is.
+ * machine is. A frozen clock (deterministic tests) moves only by advance.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -97,6 +97,25 @@ static void test_advance_without_reading_in_between(void **state)
     assert_true(w1 + 3000 <= now && now <= w2 + 3000);
 }
 
+static void test_frozen_clock_moves_only_by_advance(void **state)
+{
+    (void)state;
+    struct cy_clock c;
+    clock_init(&c);
+    uint64_t w1 = clock_wall_ms();
+    clock_freeze(&c);
+    uint64_t w2 = clock_wall_ms();
+    uint64_t t0 = clock_now_ms(&c);
+    assert_true(w1 <= t0 && t0 <= w2);
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(clock_now_ms(&c), t0); /* wall time passed, this clock did not */
+    clock_advance(&c, 1500);
+    assert_int_equal(clock_now_ms(&c), t0 + 1500);
+    clock_observe(&c, t0 + 9000); /* a replayed timestamp still raises the floor */
+    assert_int_equal(clock_now_ms(&c), t0 + 9000);
+}
+
 static void test_observe_raises_floor(void **state)
 {
     struct cy_clock c;
@@ -154,6 +173,7 @@ int main(void)
         cmocka_unit_test(test_now_is_monotonic),
         cmocka_unit_test(test_advance_is_exact),
         cmocka_unit_test(test_advance_without_reading_in_between),
+        cmocka_unit_test(test_frozen_clock_moves_only_by_advance),
         cmocka_unit_test(test_observe_raises_floor),
         cmocka_unit_test(test_stays_put_until_wall_catches_up),
     };
