@@ -755,12 +755,19 @@ void broker_tick(struct broker *b)
                 log_warn("namespace %.*s: retention failed: %s", (int)ns->name_len, ns->name,
                          cy_strerror(rc));
         }
-        int rc = store_maybe_checkpoint(ns->store, mono);
-        if (rc)
-            log_warn("namespace %.*s: checkpoint failed: %s", (int)ns->name_len, ns->name,
-                     cy_strerror(rc));
+        store_maybe_checkpoint(ns->store, mono); /* failures are logged by the store */
     }
     b->last_tick_ms = mono;
+}
+
+void broker_checkpoints_wait(struct broker *b)
+{
+    size_t it = 0;
+    const void *k;
+    size_t kl;
+    void *v;
+    while (hmap_next(b->nss, &it, &k, &kl, &v))
+        store_checkpoint_wait(((struct broker_ns *)v)->store);
 }
 
 int broker_ns_journal_stats(struct broker *b, struct bstr name, struct journal_stats *out)

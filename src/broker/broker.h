@@ -122,6 +122,10 @@ uint64_t broker_now(struct broker *b);
 int broker_clock_advance(struct broker *b, uint64_t ms);
 /* Periodic work: checkpoints and retention. Call about once a second. */
 void broker_tick(struct broker *b);
+/* Wait until no checkpoint runs in the background (broker_tick starts them
+ * and collects them on a later tick; tests use this to make a tick's
+ * checkpoint complete before they look). */
+void broker_checkpoints_wait(struct broker *b);
 
 /* ---- names --------------------------------------------------------------- */
 

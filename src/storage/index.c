@@ -891,3 +891,84 @@ int index_set_sync(struct index_set *set)
     }
     return first_err;
 }
+
+int index_set_sync_begin(struct index_set *set, struct index_sync_list *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = index_set_flush(set);
+    if (rc < 0)
+        return rc;
+    size_t cap = hmap_count(set->map);
+    out->paths = calloc(cap ? cap : 1, sizeof *out->paths);
+    if (!out->paths)
+        return CY_ENOMEM;
+    size_t it = 0;
+    const void *key;
+    size_t klen;
+    void *val;
+    while (hmap_next(set->map, &it, &key, &klen, &val)) {
+        struct index *ix = val;
+        if (!ix->dirty || !ix->on_disk)
+            continue;
+        out->paths[out->n] = strdup(make_path(set, set->path, ix->id, false));
+        if (!out->paths[out->n]) {
+            index_sync_list_free(out);
+            return CY_ENOMEM;
+        }
+        out->n++;
+    }
+    if (set->dir_dirty) {
+        out->dir = strdup(set->dir);
+        if (!out->dir) {
+            index_sync_list_free(out);
+            return CY_ENOMEM;
+        }
+    }
+    /* Only now that nothing can fail: the marks move to the list. */
+    it = 0;
+    while (hmap_next(set->map, &it, &key, &klen, &val)) {
+        struct index *ix = val;
+        if (ix->on_disk)
+            ix->dirty = false;
+    }
+    set->dir_dirty = false;
+    return 0;
+}
+
+int index_sync_files(const struct fileops *fo, const struct index_sync_list *l)
+{
+    int first_err = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        int fd = fo->open(fo->ctx, l->paths[i], O_RDONLY, 0);
+        if (fd == -ENOENT)
+            continue; /* removed since: nothing of it needs to be durable */
+        int rc = fd < 0 ? fd : fo->datasync(fo->ctx, fd);
+        if (fd >= 0)
+            fo->close(fo->ctx, fd);
+        if (rc < 0 && first_err == 0)
+            first_err = rc;
+    }
+    if (l->dir && first_err == 0)
+        first_err = fo->sync_dir(fo->ctx, l->dir);
+    return first_err;
+}
+
+void index_set_sync_failed(struct index_set *set)
+{
+    size_t it = 0;
+    const void *key;
+    size_t klen;
+    void *val;
+    while (hmap_next(set->map, &it, &key, &klen, &val))
+        ((struct index *)val)->dirty = true;
+    set->dir_dirty = true;
+}
+
+void index_sync_list_free(struct index_sync_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->paths[i]);
+    free(l->paths);
+    free(l->dir);
+    memset(l, 0, sizeof *l);
+}

@@ -102,4 +102,22 @@ int index_set_flush(struct index_set *set);
  * directory when files were created or renamed (a checkpoint's step). */
 int index_set_sync(struct index_set *set);
 
+/* The same in three steps, so that a checkpoint's fdatasyncs run off the
+ * owner thread. index_set_sync_begin (owner thread) writes buffered entries,
+ * lists the files changed since their last sync (names copied) and whether
+ * the directory needs a sync, and clears those marks. index_sync_files runs
+ * on any thread: it opens each listed file by name and fdatasyncs it (a file
+ * removed meanwhile needs nothing), then the directory; it touches no set
+ * state. When it fails, index_set_sync_failed (owner thread) marks every
+ * index and the directory as changed again. */
+struct index_sync_list {
+    char **paths;
+    size_t n;
+    char *dir; /* NULL: the directory needs no sync */
+};
+int index_set_sync_begin(struct index_set *set, struct index_sync_list *out);
+int index_sync_files(const struct fileops *fo, const struct index_sync_list *l);
+void index_set_sync_failed(struct index_set *set);
+void index_sync_list_free(struct index_sync_list *l);
+
 #endif

@@ -14,12 +14,23 @@
  *      to P and the indexes are synced: a snapshot never claims data that a
  *      crash could take back.
  *   4. Segments are deleted only below the older kept checkpoint.
+ *   5. At most one checkpoint is in flight. A background checkpoint captures
+ *      everything it needs on the owner thread (the position, the encoded
+ *      state, the names of the index files to sync); its thread then only
+ *      syncs the journal and those files and writes the snapshot, touching
+ *      no store state. The owner thread takes the result (ckpt_pos,
+ *      snap_valid) when it joins the thread. Only that thread writes the
+ *      snapshot directory while it runs; retention lists it, which is safe
+ *      (the lowest names are read: an unfinished newer snapshot never raises
+ *      the floor).
  */
 #include "storage/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +56,19 @@ struct part {
     uint64_t first_at;
 };
 
+/* A checkpoint running on its own thread (invariant 5). */
+struct ckpt_job {
+    struct store *s;   /* read-only there: fo, snap_dir, dir, j */
+    uint64_t pos;      /* the journal position it covers */
+    uint64_t keep;     /* the fallback snapshot to keep (snap_valid at start) */
+    struct buf st, cl; /* the encoded sections */
+    struct index_sync_list ix;
+    uint64_t t0_mono_ms;
+    pthread_t thread;
+    atomic_bool done;
+    int rc;
+};
+
 struct store {
     const struct fileops *fo;
     char *dir;
@@ -62,6 +86,7 @@ struct store {
     int err; /* sticky: indexing failed after a journal append (restart rebuilds) */
     uint64_t last_publish_pos;
     uint64_t snap_valid; /* a snapshot known valid (recovered from or written); UINT64_MAX: none */
+    struct ckpt_job *job; /* the background checkpoint in flight, or NULL */
     struct store_stats stats;
 };
 
@@ -325,13 +350,90 @@ static int encode_store_section(struct store *s, struct buf *out)
     return buf_err(out);
 }
 
+/* Encode the store's and the client's sections (owner thread). */
+static int ckpt_encode(struct store *s, struct buf *st, struct buf *cl)
+{
+    int rc = encode_store_section(s, st);
+    if (!rc && s->client.save)
+        rc = s->client.save(s->client.arg, cl);
+    if (!rc)
+        rc = buf_err(cl);
+    return rc;
+}
+
+/* Durable journal up to the position, then the snapshot (any thread). */
+static int ckpt_write(struct store *s, uint64_t pos, uint64_t keep, const struct buf *st,
+                      const struct buf *cl)
+{
+    int rc = journal_wait_durable(s->j, pos, -1);
+    if (rc)
+        return rc;
+    struct snapshot_section secs[2] = {
+        {SNAP_SECTION_STORE, st->data, st->len},
+        {SNAP_SECTION_CLIENT, cl->data, cl->len},
+    };
+    return snapshot_write_keep(s->fo, s->snap_dir, pos, clock_wall_ms(), secs, 2, keep);
+}
+
+static void ckpt_done(struct store *s, uint64_t pos, uint64_t t0_mono_ms)
+{
+    s->ckpt_pos = pos;
+    s->snap_valid = pos;
+    s->ckpt_mono_ms = t0_mono_ms;
+    s->stats.checkpoints++;
+    s->stats.last_checkpoint_pos = pos;
+    log_debug("store %s: checkpoint at position %" PRIu64 " in %" PRIu64 " ms", s->dir, pos,
+              clock_mono_ms() - t0_mono_ms);
+}
+
+static void *ckpt_thread(void *arg)
+{
+    struct ckpt_job *job = arg;
+    struct store *s = job->s;
+    /* The journal is asked to sync (under fsync=never nothing else would). */
+    int rc = journal_sync(s->j);
+    if (!rc)
+        rc = index_sync_files(s->fo, &job->ix);
+    if (!rc)
+        rc = ckpt_write(s, job->pos, job->keep, &job->st, &job->cl);
+    job->rc = rc;
+    atomic_store(&job->done, true);
+    return NULL;
+}
+
+/* Join the job in flight (blocking when `wait`, else only when it has
+ * finished) and take its result. 0, or the job's error (logged). */
+static int ckpt_collect(struct store *s, bool wait)
+{
+    struct ckpt_job *job = s->job;
+    if (!job || (!wait && !atomic_load(&job->done)))
+        return 0;
+    pthread_join(job->thread, NULL);
+    s->job = NULL;
+    int rc = job->rc;
+    if (rc) {
+        index_set_sync_failed(s->ixs);
+        log_error("store %s: checkpoint at position %" PRIu64 " failed: %s", s->dir, job->pos,
+                  cy_strerror(rc));
+    } else {
+        ckpt_done(s, job->pos, job->t0_mono_ms);
+    }
+    buf_free(&job->st);
+    buf_free(&job->cl);
+    index_sync_list_free(&job->ix);
+    free(job);
+    return rc;
+}
+
 int store_checkpoint(struct store *s)
 {
+    ckpt_collect(s, true);
     if (s->err)
         return CY_EREADONLY;
     int rc = journal_error(s->j);
     if (rc)
         return rc;
+    uint64_t t0 = clock_mono_ms();
     rc = journal_sync(s->j);
     if (rc)
         return rc;
@@ -343,19 +445,9 @@ int store_checkpoint(struct store *s)
         return rc;
     }
     struct buf st = BUF_INIT, cl = BUF_INIT;
-    rc = encode_store_section(s, &st);
-    if (!rc && s->client.save)
-        rc = s->client.save(s->client.arg, &cl);
+    rc = ckpt_encode(s, &st, &cl);
     if (!rc)
-        rc = buf_err(&cl);
-    if (!rc) {
-        struct snapshot_section secs[2] = {
-            {SNAP_SECTION_STORE, st.data, st.len},
-            {SNAP_SECTION_CLIENT, cl.data, cl.len},
-        };
-        rc = snapshot_write_keep(s->fo, s->snap_dir, pos, clock_wall_ms(), secs, 2,
-                                 s->snap_valid);
-    }
+        rc = ckpt_write(s, pos, s->snap_valid, &st, &cl);
     buf_free(&st);
     buf_free(&cl);
     if (rc) {
@@ -363,22 +455,71 @@ int store_checkpoint(struct store *s)
                   cy_strerror(rc));
         return rc;
     }
-    s->ckpt_pos = pos;
-    s->snap_valid = pos;
-    s->ckpt_mono_ms = clock_mono_ms();
-    s->stats.checkpoints++;
-    s->stats.last_checkpoint_pos = pos;
+    ckpt_done(s, pos, t0);
+    return 0;
+}
+
+/* Start a checkpoint on its own thread (invariant 5). */
+static int ckpt_start(struct store *s)
+{
+    if (s->err)
+        return CY_EREADONLY;
+    int rc = journal_error(s->j);
+    if (rc)
+        return rc;
+    struct ckpt_job *job = calloc(1, sizeof *job);
+    if (!job)
+        return CY_ENOMEM;
+    job->s = s;
+    job->pos = journal_end(s->j);
+    job->keep = s->snap_valid;
+    job->t0_mono_ms = clock_mono_ms();
+    buf_init(&job->st);
+    buf_init(&job->cl);
+    atomic_init(&job->done, false);
+    rc = index_set_sync_begin(s->ixs, &job->ix);
+    if (!rc) {
+        rc = ckpt_encode(s, &job->st, &job->cl);
+        if (rc)
+            index_set_sync_failed(s->ixs);
+    }
+    if (!rc) {
+        rc = -pthread_create(&job->thread, NULL, ckpt_thread, job);
+        if (rc)
+            index_set_sync_failed(s->ixs);
+    }
+    if (rc) {
+        log_error("store %s: starting a checkpoint failed: %s", s->dir, cy_strerror(rc));
+        buf_free(&job->st);
+        buf_free(&job->cl);
+        index_sync_list_free(&job->ix);
+        free(job);
+        return rc;
+    }
+    s->job = job;
     return 0;
 }
 
 int store_maybe_checkpoint(struct store *s, uint64_t now_mono_ms)
 {
+    if (s->job)
+        return ckpt_collect(s, false); /* one at a time; the next when due again */
     uint64_t end = journal_end(s->j);
     if (end == s->ckpt_pos)
         return 0;
     if (now_mono_ms - s->ckpt_mono_ms < s->ckpt_interval_ms && end - s->ckpt_pos < s->ckpt_bytes)
         return 0;
-    return store_checkpoint(s);
+    return ckpt_start(s);
+}
+
+bool store_checkpoint_running(struct store *s)
+{
+    return s->job != NULL;
+}
+
+int store_checkpoint_wait(struct store *s)
+{
+    return ckpt_collect(s, true);
 }
 
 /* ---- retention ---------------------------------------------------------- */
@@ -863,7 +1004,7 @@ int store_close(struct store *s)
 {
     if (!s)
         return 0;
-    int rc = 0;
+    int rc = ckpt_collect(s, true);
     if (!journal_error(s->j) && journal_end(s->j) != s->ckpt_pos)
         rc = store_checkpoint(s);
     int jrc = journal_close(s->j);

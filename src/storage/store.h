@@ -122,10 +122,20 @@ int store_read_entry(struct store *s, uint64_t part_id, uint64_t offset, struct 
 uint64_t store_durable(struct store *s);
 int store_wait_durable(struct store *s, uint64_t pos, int timeout_ms);
 
-/* Checkpoint now. 0 or an error (the previous checkpoint stays in force). */
+/* Checkpoint now, on the calling thread (after the background one in flight,
+ * if any, has finished). 0 or an error (the previous checkpoint stays in
+ * force). */
 int store_checkpoint(struct store *s);
-/* Checkpoint when due by time or journal bytes since the last one. */
+/* Called periodically by the owner thread: collects a finished background
+ * checkpoint (its error, if it failed), or starts one when due by time or
+ * journal bytes since the last one. The fdatasyncs and the snapshot write run
+ * on a thread of their own; the owner thread only encodes the state. */
 int store_maybe_checkpoint(struct store *s, uint64_t now_mono_ms);
+/* True while a background checkpoint runs. */
+bool store_checkpoint_running(struct store *s);
+/* Wait for the background checkpoint in flight, if any, and take its result
+ * (0 or its error). */
+int store_checkpoint_wait(struct store *s);
 
 /* Delete whole journal segments whose records are all older than
  * now_ms - max_age_ms (0: no age limit), and then the oldest segments while

@@ -91,6 +91,7 @@ static void test_trim_gives_space_back(void **state)
     for (int i = 0; i < 3; i++) {
         publish_n(b, "small", 200, 8000); /* journal bytes make checkpoints due */
         broker_tick(b);
+        broker_checkpoints_wait(b);
     }
     uint64_t after = journal_bytes(b);
     assert_true(after < before); /* the trimmed topic's segments were deleted */

@@ -17,6 +17,7 @@
 #include "coyote.h"
 #include "storage/snapshot.h"
 #include "storage/store.h"
+#include "faultfs.h"
 #include "testutil.h"
 
 /* A tiny state machine standing in for the broker: it counts command records
@@ -417,6 +418,119 @@ static void test_seek_time(void **state)
     assert_int_equal(off, 100);
 }
 
+/*
+ * A checkpoint started by store_maybe_checkpoint runs on its own thread: the
+ * store goes on taking publishes and commands meanwhile; the checkpoint
+ * covers the position at its start (state and indexes as they were then),
+ * and recovery from it replays exactly what came after.
+ */
+static void test_background_checkpoint(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.checkpoint_bytes = 1000;
+    reopen(f);
+    uint64_t parts[2] = {1, 2};
+    for (int i = 0; i < 10; i++) {
+        publish(f, parts, 2, 3);
+        command(f);
+    }
+    uint64_t at = journal_end(store_journal(f->s));
+    assert_false(store_checkpoint_running(f->s));
+    assert_int_equal(store_maybe_checkpoint(f->s, 0), 0); /* due by bytes */
+    assert_true(store_checkpoint_running(f->s));
+    for (int i = 0; i < 5; i++) { /* while it runs */
+        publish(f, parts, 2, 3);
+        command(f);
+    }
+    assert_int_equal(store_checkpoint_wait(f->s), 0);
+    assert_false(store_checkpoint_running(f->s));
+    struct store_stats st;
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.checkpoints, 1);
+    assert_int_equal(st.last_checkpoint_pos, at);
+    /* A crash now (a copy of the directory, the store still open): recovery
+     * starts from that checkpoint and replays the five rounds after it. */
+    char cmd[8192];
+    char *copy = tu_tempdir("store-bg");
+    snprintf(cmd, sizeof cmd, "cp -a %s/. %s/ && rm -f %s/LOCK", f->dir, copy, copy);
+    assert_int_equal(system(cmd), 0);
+    struct store_config c2 = f->cfg;
+    c2.dir = copy;
+    struct sm m2 = {0};
+    struct store_client cl2 = {&m2, sm_restore, sm_replay, sm_save};
+    struct store *s2;
+    assert_int_equal(store_open(&c2, &cl2, &s2), 0);
+    assert_int_equal(m2.restored_from, 10);
+    assert_int_equal(m2.commands, 15);
+    assert_int_equal(m2.replays, 10); /* 5 publishes + 5 commands */
+    struct fixture g = *f;
+    g.s = s2;
+    check_part(&g, 1, 0, 45);
+    check_part(&g, 2, 0, 45);
+    assert_int_equal(store_close(s2), 0);
+    tu_rmtree(copy);
+    /* Closing with a checkpoint in flight waits for it, then checkpoints. */
+    publish(f, parts, 2, 3);
+    assert_int_equal(store_maybe_checkpoint(f->s, 0), 0);
+    reopen(f);
+    assert_int_equal(f->sm.restored_from, 15);
+    assert_int_equal(f->sm.replays, 0);
+    check_part(f, 1, 0, 48);
+}
+
+/*
+ * A background checkpoint whose index sync fails leaves the previous
+ * checkpoint in force, keeps the store writable, and the next checkpoint
+ * syncs those indexes again (their marks were restored).
+ */
+static void test_background_checkpoint_failure(void **state)
+{
+    struct fixture *f = *state;
+    struct faultfs *fs = faultfs_new(11);
+    f->cfg.fo = faultfs_ops(fs);
+    f->cfg.dir = "/bg";
+    f->cfg.checkpoint_bytes = 1000;
+    reopen(f);
+    uint64_t parts[1] = {6};
+    for (int i = 0; i < 10; i++)
+        publish(f, parts, 1, 2);
+    /* Every sync from here on fails once: the first one the checkpoint's
+     * thread makes is an index file's (the journal is already durable). */
+    unsigned syncs = faultfs_sync_count(fs);
+    faultfs_fail_sync_at(fs, syncs + 1, -EIO);
+    log_set_level(CYLOG_OFF);
+    assert_int_equal(store_maybe_checkpoint(f->s, 0), 0);
+    assert_int_equal(store_checkpoint_wait(f->s), -EIO);
+    log_set_level(CYLOG_INFO);
+    struct store_stats st;
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.checkpoints, 0);
+    /* The next attempt syncs the index (marked again) and succeeds. */
+    syncs = faultfs_sync_count(fs);
+    assert_int_equal(store_maybe_checkpoint(f->s, 0), 0);
+    assert_int_equal(store_checkpoint_wait(f->s), 0);
+    assert_true(faultfs_sync_count(fs) >= syncs + 3); /* index, snapshot file, directory */
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.checkpoints, 1);
+    publish(f, parts, 1, 2); /* still writable */
+    assert_int_equal(store_checkpoint(f->s), 0);
+    /* Power loss now (the next sync never happens, nothing after it either):
+     * everything published is there, from that checkpoint alone. */
+    faultfs_crash_at_sync(fs, faultfs_sync_count(fs) + 1);
+    log_set_level(CYLOG_OFF);
+    store_close(f->s);
+    log_set_level(CYLOG_INFO);
+    f->s = NULL;
+    faultfs_crash(fs, CRASH_DROP);
+    faultfs_clear_faults(fs);
+    reopen(f);
+    assert_int_equal(f->sm.replays, 0); /* all of it in the checkpoint */
+    check_part(f, 6, 0, 22);
+    assert_int_equal(store_close(f->s), 0);
+    f->s = NULL;
+    faultfs_free(fs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -430,6 +544,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seek_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background_checkpoint_failure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
