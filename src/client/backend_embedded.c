@@ -234,13 +234,18 @@ static int emb_call(struct cy_backend *be, const char *op, enum codec_format fmt
 
     char detail[256] = "", location[64] = "";
     struct val *v = NULL;
+    /* The server's default body limit, so that what works here works there. */
+    bool too_large = len > API_MAX_BODY_DEFAULT;
     enum codec_err ce =
-        fmt == FORMAT_MSGPACK
+        too_large ? CODEC_OK
+        : fmt == FORMAT_MSGPACK
             ? codec_parse_msgpack(body, len, &a, &v, detail, sizeof detail, location,
                                   sizeof location)
             : codec_parse_json(body, len, &a, &v, detail, sizeof detail, location, sizeof location);
     int rc = 0;
-    if (ce == CODEC_ENOMEM) {
+    if (too_large) {
+        respond_error(&call, 413, "payload_too_large", "The request body is too large.", NULL);
+    } else if (ce == CODEC_ENOMEM) {
         rc = CY_ENOMEM;
     } else if (ce == CODEC_EDUPKEY || ce == CODEC_ERANGE) { /* as http.c answers them */
         respond_error(&call, 422, "invalid_data", detail, location);

@@ -27,6 +27,10 @@
 #include "broker/broker.h"
 #include "server/codec.h"
 
+/* The largest request body by default (coyoted --max-body-bytes; the embedded
+ * backend applies it too): larger is 413 payload_too_large. */
+#define API_MAX_BODY_DEFAULT (2u << 20)
+
 struct api_stats {
     uint64_t published;      /* messages stored by publish */
     uint64_t published_bytes; /* their value bytes */

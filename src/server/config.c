@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/api.h"
 #include "storage/journal.h"
 
 #define COYOTE_VERSION "0.1.0"
@@ -163,7 +164,7 @@ static void defaults(struct server_config *c)
     strcpy(c->data_dir, "./coyote-data");
     strcpy(c->fsync, "always");
     strcpy(c->log_level, "info");
-    c->max_body_bytes = 2u << 20;
+    c->max_body_bytes = API_MAX_BODY_DEFAULT;
     c->segment_bytes = 64u << 20;
     c->checkpoint_interval_ms = 60000;
     c->checkpoint_bytes = 64u << 20;

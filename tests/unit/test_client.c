@@ -747,6 +747,23 @@ static void test_errors(void **state)
     OK(c, cy_topic_configure(c, "errs", 1, NULL));
     assert_null(cy_last_error(c, NULL, NULL));
 
+    /* A body above the server's 2 MiB limit: 413 on both backends, and
+     * nothing is stored. */
+    size_t big = 1u << 20; /* each value at the per-message limit */
+    uint8_t *bytes = calloc(1, big);
+    assert_non_null(bytes);
+    cy_message three[3];
+    for (int i = 0; i < 3; i++) {
+        three[i] = text_msg("");
+        three[i].value = bytes;
+        three[i].value_len = big;
+    }
+    OK(c, cy_topic_configure(c, "bigt", 1, NULL));
+    REFUSED(c, cy_publish(c, "bigt", three, 3, NULL, NULL), 413, "payload_too_large",
+            "The request body is too large.");
+    OK(c, cy_publish(c, "bigt", three, 1, NULL, NULL)); /* one alone fits */
+    free(bytes);
+
     /* Library-side argument checks never reach the broker. */
     cy_message m = text_msg("v");
     assert_int_equal(cy_publish(c, NULL, &m, 1, NULL, NULL), CY_EINVAL);
