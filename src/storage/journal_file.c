@@ -95,12 +95,20 @@ struct jfile {
     unsigned open_fds;
     uint64_t tick;
     struct buf wbuf; /* one record's bytes, assembled for a single pwrite */
+    /* Read-ahead for small reads (messages are read one by one, mostly in
+     * order): bytes [rc_pos, rc_pos + rc_len) of the journal. Written bytes
+     * never change, and only bytes below a segment's end are cached, so the
+     * copy stays true until the segment is deleted (reads check that first). */
+    uint8_t *rcache;
+    uint64_t rc_pos;
+    size_t rc_len;
     struct journal_stats stats;
 };
 
 static const struct journal_ops jfile_ops;
 
 #define HINT_EVERY_MS 20
+#define READ_AHEAD (64 * 1024)
 
 /* A thread waiting for durability. Each has its own condition variable so a
  * sync wakes exactly the waiters it covered, not all of them (a broadcast to
@@ -573,12 +581,32 @@ static int jf_read_raw(struct journal *j, uint64_t pos, void *dst, size_t n)
         pos > jf->segs[i].end - n)
         goto out;
     struct segment *s = &jf->segs[i];
+    if (jf->rc_len && pos >= jf->rc_pos && pos - jf->rc_pos <= jf->rc_len &&
+        n <= jf->rc_len - (pos - jf->rc_pos)) {
+        memcpy(dst, jf->rcache + (pos - jf->rc_pos), n);
+        rc = 0;
+        goto out;
+    }
     int fd = seg_fd(jf, s);
     if (fd < 0) {
         rc = fd;
         goto out;
     }
-    ssize_t got = fo_read_full(jf->fo, fd, dst, n, JOURNAL_SEGMENT_HEADER + (pos - s->base));
+    uint64_t off = JOURNAL_SEGMENT_HEADER + (pos - s->base);
+    if (n <= READ_AHEAD / 4 && (jf->rcache || (jf->rcache = malloc(READ_AHEAD)))) {
+        uint64_t avail = s->end - pos; /* >= n, checked above */
+        size_t want = avail < READ_AHEAD ? (size_t)avail : READ_AHEAD;
+        jf->rc_len = 0;
+        ssize_t got = fo_read_full(jf->fo, fd, jf->rcache, want, off);
+        rc = got < 0 ? (int)got : (size_t)got == want ? 0 : -EIO;
+        if (!rc) {
+            jf->rc_pos = pos;
+            jf->rc_len = want;
+            memcpy(dst, jf->rcache, n);
+        }
+        goto out;
+    }
+    ssize_t got = fo_read_full(jf->fo, fd, dst, n, off);
     rc = got < 0 ? (int)got : (size_t)got == n ? 0 : -EIO;
 out:
     pthread_mutex_unlock(&jf->mu);
@@ -786,6 +814,7 @@ static void jfile_free(struct jfile *jf)
         seg_close(jf, &jf->segs[i]);
     free(jf->segs);
     buf_free(&jf->wbuf);
+    free(jf->rcache);
     pthread_mutex_destroy(&jf->mu);
     pthread_cond_destroy(&jf->work);
     pthread_condattr_destroy(&jf->cattr);
@@ -895,6 +924,7 @@ static int seg_make_writable(struct jfile *jf, struct segment *s)
 static int cut_segment(struct jfile *jf, size_t i, uint64_t pos)
 {
     struct segment *s = &jf->segs[i];
+    jf->rc_len = 0; /* cached bytes past the cut would be stale */
     int rc = seg_make_writable(jf, s);
     if (rc)
         return rc;

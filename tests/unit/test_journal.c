@@ -145,6 +145,64 @@ static void test_append_read_scan(void **state)
     assert_int_equal(c.next, 600);
 }
 
+/* Read record i's body at pos with journal_read_raw and compare. */
+static void read_body_ok(struct fixture *f, uint64_t pos, unsigned i)
+{
+    uint8_t want[512], got[512];
+    size_t len = body_of(i, want);
+    assert_int_equal(journal_read_raw(f->j, pos + JOURNAL_RECORD_HEADER, got, len), 0);
+    assert_memory_equal(got, want, len);
+}
+
+/*
+ * Small reads go through a read-ahead copy of the journal. Reads interleaved
+ * with appends (the copy was taken when the segment ended earlier), reads
+ * backwards, reads across the copy's edge, after a segment switch, after
+ * delete_before and after a reopen all return the bytes written.
+ */
+static void test_read_ahead_interleaved(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.segment_bytes = 160 * 1024; /* more than two read-ahead windows per segment */
+    reopen(f);
+    static uint64_t pos[3000];
+    uint64_t rng = 77;
+    unsigned n = 0;
+    while (n < 3000) {
+        unsigned k = 1 + (unsigned)((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >>
+                                    59);
+        if (n + k > 3000)
+            k = 3000 - n;
+        append_n(f, n, k, pos);
+        n += k;
+        /* the newest record (just past whatever was cached), one in the
+         * middle, and the oldest */
+        read_body_ok(f, pos[n - 1], n - 1);
+        unsigned mid = (unsigned)((rng >> 33) % n);
+        read_body_ok(f, pos[mid], mid);
+        read_body_ok(f, pos[0], 0);
+    }
+    for (unsigned i = 3000; i-- > 0;) /* backwards */
+        read_body_ok(f, pos[i], i);
+    for (unsigned i = 0; i < 3000; i++) /* forwards */
+        read_body_ok(f, pos[i], i);
+    /* A read running past the end of what is written is refused. */
+    uint8_t b[600];
+    assert_int_equal(journal_read_raw(f->j, journal_end(f->j) - 10, b, 20), CY_ERANGE);
+    /* Deleted segments are not served from the copy. */
+    int nseg = journal_segments(f->j, NULL, 0);
+    assert_true(nseg > 2);
+    struct journal_segment_info segs[64];
+    journal_segments(f->j, segs, 64);
+    read_body_ok(f, pos[0], 0); /* cached now */
+    assert_int_equal(journal_delete_before(f->j, segs[1].base), 0);
+    assert_int_equal(journal_read_raw(f->j, pos[0] + JOURNAL_RECORD_HEADER, b, 10), CY_ERANGE);
+    reopen(f);
+    for (unsigned i = 0; i < 3000; i++)
+        if (pos[i] >= segs[1].base)
+            read_body_ok(f, pos[i], i);
+}
+
 static void test_bad_appends(void **state)
 {
     struct fixture *f = *state;
@@ -436,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_record_codec),
         cmocka_unit_test_setup_teardown(test_append_read_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_appends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_ahead_interleaved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_policies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_is_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corruption_before_durable_refuses, setup, teardown),
