@@ -45,7 +45,7 @@ void broker_limits_default(struct broker_limits *l)
     l->max_retry_ms = 7ull * 24 * 3600 * 1000;
     l->max_delay_ms = 30ull * 24 * 3600 * 1000;
     l->dedup_window_ms = 3600ull * 1000;
-    l->fifo_window = 10000;
+    l->fifo_window = QGROUP_DEFAULT_FIFO_WINDOW;
 }
 
 uint64_t broker_now(struct broker *b)

@@ -70,7 +70,7 @@ struct broker_limits {
     uint64_t max_retry_ms;         /* 7 days */
     uint64_t max_delay_ms;         /* 30 days */
     uint64_t dedup_window_ms;      /* 1 h */
-    uint32_t fifo_window;          /* 10000 offsets of look-ahead per partition */
+    uint32_t fifo_window;          /* FIFO: blocked messages per partition before the scan pauses (100000) */
 };
 /* Fill the API.md defaults. */
 void broker_limits_default(struct broker_limits *l);

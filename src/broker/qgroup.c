@@ -59,6 +59,12 @@
  *   7. Apply functions allocate before they change anything (reserve), except
  *      heap pushes: a failed push marks the partition's heap lost, and it is
  *      rebuilt from the entries before the next plan. Entries are the state.
+ *   8. FIFO memory bound: the scan of a partition pauses while `window` of
+ *      its entries are BLOCKED (counting those the same plan blocks); it goes
+ *      on once some are delivered. Leased, waiting and other entries do not
+ *      count, so any number of keys may be in flight; only a key held while
+ *      `window` of its (or other held keys') later messages wait stalls the
+ *      partition's look-ahead.
  *
  * Lifecycle (as in qgroup.h):
  *
@@ -81,8 +87,8 @@
  *     partition 0). Once met, the order is fixed.
  *   - A delayed (delay_ms) message with a key holds its key while it waits,
  *     from the moment the scan meets it (API.md §8: offset order), so a long
- *     delay stalls its key, and the look-ahead window (fifo_window) fills
- *     behind it, but never other keys. Keyless delayed messages hold
+ *     delay stalls its key, and the messages blocked behind it count toward
+ *     fifo_window (invariant 8), but it holds back no other key. Keyless delayed messages hold
  *     nothing; in queue mode nothing is ordered.
  *   - A waiting message's time is a wake-up time (qgroup_next_wakeup) even
  *     when an earlier message holds its key (then early, never late).

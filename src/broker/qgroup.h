@@ -41,10 +41,11 @@
  * receive may give one caller several consecutive messages of one key. When a
  * message of a key is nacked or its lease expires, the later messages of that
  * key leased in the same receive are released (available again, attempt not
- * counted). Dead-lettering a message releases its key. The look-ahead is
- * bounded: scan[p] never runs more than `fifo_window` offsets ahead of
- * floor[p], so BLOCKED entries stay bounded (a key blocked for long stalls
- * the partition's look-ahead only once the window is full).
+ * counted). Dead-lettering a message releases its key. Memory is bounded:
+ * the scan of a partition pauses while `fifo_window` of its messages are
+ * BLOCKED behind held keys (messages in flight do not count), so a key held
+ * for long stalls the partition's look-ahead only once that many of the
+ * messages after it are blocked.
  *
  * Message ids: (partition, offset). Thread-safety: none (the broker thread).
  */
@@ -59,7 +60,7 @@
 
 #define QGROUP_MAX_PARTITIONS 64
 #define QGROUP_MAX_RETRY 100
-#define QGROUP_DEFAULT_FIFO_WINDOW 10000 /* qgroup_new(fifo, 0) uses it */
+#define QGROUP_DEFAULT_FIFO_WINDOW 100000 /* qgroup_new(fifo, 0) uses it */
 
 struct qgroup_config {
     uint32_t retry_count;

@@ -306,13 +306,16 @@ static int plan_scan(struct planner *pl, uint32_t start)
 {
     struct qgroup *g = pl->g;
     uint64_t pos[QGROUP_MAX_PARTITIONS], lim[QGROUP_MAX_PARTITIONS];
+    /* FIFO: BLOCKED entries of each partition, those this plan adds included.
+     * The scan of a partition pauses while `window` of them wait (invariant
+     * 8): they are the memory a held key costs; leased and other messages do
+     * not count, so many keys in flight never stop the scan. */
+    uint32_t blocked[QGROUP_MAX_PARTITIONS];
     for (uint32_t p = 0; p < pl->np; p++) {
         bool init = g->init_mask & (1ull << p);
-        uint64_t base = init ? g->part[p].floor : pl->first[p];
         pos[p] = init ? g->part[p].scan : pl->first[p];
         lim[p] = pl->next[p];
-        if (g->fifo && base + g->window < lim[p] && base + g->window > base)
-            lim[p] = base + g->window; /* bounded look-ahead */
+        blocked[p] = init ? g->part[p].cnt[ST_BLOCKED] : 0;
         if (pl->only >= 0 && (uint32_t)pl->only != p)
             lim[p] = 0;
     }
@@ -321,7 +324,7 @@ static int plan_scan(struct planner *pl, uint32_t start)
         more = false;
         for (uint32_t k = 0; k < pl->np && !pl_full(pl); k++) {
             uint32_t p = (start + k) % pl->np;
-            if (pos[p] >= lim[p])
+            if (pos[p] >= lim[p] || (g->fifo && blocked[p] >= g->window))
                 continue;
             more = true;
             uint64_t off = pos[p]++;
@@ -345,6 +348,7 @@ static int plan_scan(struct planner *pl, uint32_t start)
                 if (!rc)
                     rc = emit(pl, p, off, clear ? QPLAN_DELIVER : QPLAN_BLOCK, clear ? 1 : 0,
                               key, 0);
+                blocked[p] += clear ? 0 : 1;
             } else {
                 rc = emit(pl, p, off, QPLAN_DELIVER, 1, key, 0);
             }

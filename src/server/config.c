@@ -68,7 +68,7 @@ static const struct opt opts[] = {
     {"dedup-window-ms", OPT_U64, L(dedup_window_ms), 1, 30ull * 86400000,
      "how long an idempotency key is remembered (default 3600000 = 1 h)", false},
     {"fifo-window", OPT_U32, L(fifo_window), 1, 10000000,
-     "FIFO look-ahead per partition in messages (default 10000)", false},
+     "FIFO: blocked messages per partition before its scan pauses (default 100000)", false},
 };
 #undef S
 #undef L
