@@ -137,6 +137,10 @@ int broker_reserve_outs(struct broker *b, size_t n);
 
 /* ---- topic.c ---- */
 struct topic *topic_find(struct broker_ns *ns, struct bstr name);
+/* 0 when ref names no partition or one the topic has (an unknown topic will
+ * have the default count); else a 400 "partition out of range" in err. */
+int topic_check_partition(struct broker_ns *ns, struct broker_topic_ref ref,
+                          struct broker_error *err);
 /* Find or create (journaling the creation) a topic. */
 int topic_get_or_create(struct broker_ns *ns, struct bstr name, uint64_t now, struct topic **out,
                         struct broker_error *err);

@@ -81,12 +81,10 @@ int receive_prepare(struct broker *b, const struct broker_receive_req *req, uint
     if (c->batch > b->lim.max_batch)
         c->batch = b->lim.max_batch;
     c->now = broker_now(b);
-    int rc = topic_get_or_create(c->ns, req->topic.name, c->now, &c->t, err);
-    if (rc)
-        return rc;
-    if (req->topic.partition >= 0 && (uint32_t)req->topic.partition >= c->t->partitions)
-        return berr(err, 400, "invalid_input", "topic", "partition out of range");
-    return 0;
+    /* Checked before the topic is created: a refused call changes nothing. */
+    if (topic_check_partition(c->ns, req->topic, err))
+        return CY_EINVAL;
+    return topic_get_or_create(c->ns, req->topic.name, c->now, &c->t, err);
 }
 
 void cmd_put_group_addr(struct buf *b, uint32_t topic_id, enum broker_mode mode, struct bstr name)

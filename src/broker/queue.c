@@ -550,6 +550,8 @@ int broker_queue_configure(struct broker *b, enum broker_mode mode,
             return berr(err, 422, "invalid_data", "dlq_topic",
                         "dlq_topic must be a topic name without '~'.");
     }
+    if (topic_check_partition(ns, ref, err))
+        return CY_EINVAL;
     uint64_t now = broker_now(b);
     struct topic *t;
     int rc = topic_get_or_create(ns, ref.name, now, &t, err);

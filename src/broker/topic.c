@@ -110,6 +110,18 @@ int topic_apply_create(struct broker_ns *ns, struct reader *r)
     return topic_new(ns, (struct bstr){(const char *)name, n}, id, parts, &t);
 }
 
+int topic_check_partition(struct broker_ns *ns, struct broker_topic_ref ref,
+                          struct broker_error *err)
+{
+    if (ref.partition < 0)
+        return 0;
+    struct topic *t = topic_find(ns, ref.name);
+    uint32_t parts = t ? t->partitions : TOPIC_DEFAULT_PARTITIONS;
+    if ((uint32_t)ref.partition >= parts)
+        return berr(err, 400, "invalid_input", "topic", "partition out of range");
+    return 0;
+}
+
 int topic_get_or_create(struct broker_ns *ns, struct bstr name, uint64_t now, struct topic **out,
                         struct broker_error *err)
 {

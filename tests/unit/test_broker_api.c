@@ -1061,6 +1061,19 @@ static void test_publish_partition_routing(void **state)
     expect_error(pub(b, "t~63", ms, 1), 400, "invalid_input", "partition out of range");
     expect_error(pub(b, "nope~0", ms, 1), 400, "invalid_input", "topic does not exist");
     expect_error(tget(b, "nope"), 400, "invalid_input", NULL); /* not created */
+    /* receives and configures of a partition an unknown topic will not have
+     * are refused before the topic is created (a refused call changes nothing) */
+    expect_error(srecv(b, "fresh~2", "g", 10, true, 1000), 400, "invalid_input",
+                 "partition out of range");
+    expect_error(qrecv(b, BROKER_QUEUE, "fresh~1", "g", 10, 1000), 400, "invalid_input",
+                 "partition out of range");
+    expect_error(qrecv(b, BROKER_FIFO, "fresh~5", "g", 10, 1000), 400, "invalid_input",
+                 "partition out of range");
+    expect_error(qconf(b, BROKER_QUEUE, "fresh~3", "g", NULL, 0, NULL, 0), 400, "invalid_input",
+                 "partition out of range");
+    expect_error(tget(b, "fresh"), 400, "invalid_input", NULL);
+    expect_ok(qrecv(b, BROKER_QUEUE, "fresh~0", "g", 10, 1000)); /* partition 0: created */
+    expect_ok(tget(b, "fresh"));
     /* rejected calls stored nothing */
     for (uint32_t p = 0; p < 3; p++)
         assert_int_equal(end_offset(b, "t", p), p == 2 ? 3 : 0);
