@@ -141,7 +141,7 @@ int broker_parse_topic_ref(struct bstr s, const char *field, struct broker_topic
     if (tilde < s.n) {
         size_t nd = s.n - tilde - 1;
         uint32_t v = 0;
-        if (nd == 0 || nd > 3)
+        if (nd == 0)
             return berr(err, 422, "invalid_data", field,
                         "Partition in '<topic>~<partition>' must be a decimal number below 64.");
         for (size_t i = tilde + 1; i < s.n; i++) {
@@ -149,7 +149,9 @@ int broker_parse_topic_ref(struct bstr s, const char *field, struct broker_topic
                 return berr(err, 422, "invalid_data", field,
                             "Partition in '<topic>~<partition>' must be a decimal number below "
                             "64.");
-            v = v * 10 + (uint32_t)(s.p[i] - '0');
+            /* leading zeros are the same number, however many; saturates */
+            if (v < BROKER_MAX_PARTITIONS)
+                v = v * 10 + (uint32_t)(s.p[i] - '0');
         }
         if (v >= BROKER_MAX_PARTITIONS)
             return berr(err, 422, "invalid_data", field,

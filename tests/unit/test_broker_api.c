@@ -1079,6 +1079,16 @@ static void test_publish_partition_routing(void **state)
         assert_int_equal(end_offset(b, "t", p), p == 2 ? 3 : 0);
     /* a bad topic reference is a 422 */
     expect_error(pub(b, "t~64", ms, 1), 422, "invalid_data", NULL);
+    expect_error(pub(b, "t~0064", ms, 1), 422, "invalid_data", NULL);
+    expect_error(pub(b, "t~99999999999999999999999", ms, 1), 422, "invalid_data", NULL);
+    expect_error(pub(b, "t~", ms, 1), 422, "invalid_data", NULL);
+    expect_error(pub(b, "t~+1", ms, 1), 422, "invalid_data", NULL);
+    /* leading zeros name the same partition, however many */
+    expect_ok(pub(b, "t~02", ms, 1));
+    assert_int_equal(PR.parts[0].partition, 2);
+    expect_ok(pub(b, "t~000000000000000000000002", ms, 1));
+    assert_int_equal(PR.parts[0].partition, 2);
+    assert_int_equal(end_offset(b, "t", 2), 5);
 }
 
 static void test_publish_empty(void **state)
