@@ -39,6 +39,10 @@
 #include "server/api.h"
 #include "server/metrics.h"
 
+/* Body bytes read past the limit before the connection is closed instead of
+ * answered (at least this, or 8 x the limit). */
+#define MAX_DROPPED_BODY (64ull << 20)
+
 enum req_state { RS_READING, RS_WAIT_POLL, RS_WAIT_DURABLE, RS_READY, RS_DONE };
 
 struct http_req {
@@ -48,6 +52,7 @@ struct http_req {
     bool suspended;
     bool parked;
     bool too_big;
+    uint64_t dropped; /* body bytes read and dropped after too_big */
     struct http_req *prev, *next; /* the parked list */
     enum codec_format req_fmt;
     struct buf body;
@@ -299,6 +304,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 buf_free(&r->body);
             } else {
                 buf_put(&r->body, upload_data, *upload_size);
+            }
+        }
+        if (r->too_big) {
+            /* A chunked body has no length up front: its 413 goes out after
+             * the last chunk. One that goes on far past the limit is cut
+             * off (the connection is closed) rather than read forever. */
+            r->dropped += *upload_size;
+            uint64_t cap = r->s->cfg.max_body_bytes * 8;
+            if (r->dropped > (cap > MAX_DROPPED_BODY ? cap : MAX_DROPPED_BODY)) {
+                log_warn("closing a connection whose request body went on past %" PRIu64
+                         " bytes (the limit is %" PRIu64 ")",
+                         r->dropped, (uint64_t)r->s->cfg.max_body_bytes);
+                return MHD_NO;
             }
         }
         *upload_size = 0;

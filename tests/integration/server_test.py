@@ -1307,6 +1307,18 @@ def payload_too_large():
         expect_error(chunked(gen()), 413, "payload_too_large", what="48 MiB chunked")
         hwm1 = vm_hwm_kib(s.pid())
         check(hwm1 - hwm0 < 16 * 1024, "peak RSS grew by %d KiB while refusing a 48 MiB body" % (hwm1 - hwm0))
+
+        # A body that goes on far past the limit (64 MiB here) is cut off, not read forever.
+        def endless():
+            yield b'{"topic":"big","msgs":[{"value":'
+            for _ in range(80 * 16):
+                yield blob
+
+        try:
+            r = chunked(endless())
+            check(False, "an 80 MiB chunked body was answered (%r), not cut off" % (r,))
+        except (ConnectionError, http.client.HTTPException, OSError):
+            pass
         eq(s.get("/api/v1.health.ping").status, 200, "still serving")
 
 
