@@ -8,11 +8,11 @@
  * Representation. Every offset in [floor[p], scan[p]) was looked at by a
  * receive plan. Those that are not settled have an entry in one table keyed by
  * (partition, offset); an offset in that range WITHOUT an entry is settled
- * (acked, skipped, or dead-lettered into a dlq_topic), so acked messages cost
+ * (acked or skipped), so acked messages cost
  * nothing. Entries:
  *
  *   LEASED(at = until)   RETRY(at)   WAITING(at = scheduled_at)
- *   AVAIL(at = 0)        BLOCKED     DEAD (no dlq_topic; kept for redrive)
+ *   AVAIL(at = 0)        BLOCKED     DEAD (kept for redrive)
  *
  * AVAIL is "available again, not by a timer": a FIFO key's released or
  * unblocked head, a redriven message. The timed states (LEASED, RETRY,
@@ -70,7 +70,7 @@
  *
  *   new ─plan─► LEASED ──ack──► (settled: entry freed)
  *    │            ├─nack──► RETRY ──(due)──► LEASED (again) ...
- *    │            ├─nack, no retry left / expiry count reached──► DEAD or settled (dlq)
+ *    │            ├─nack, no retry left / expiry count reached──► DEAD (+ dlq copy)
  *    │            └─(expired)──► LEASED again on the next receive (attempt + 1)
  *    ├─(scheduled later)─► WAITING ──(due)──► LEASED
  *    │                        └─FIFO, due, key held before it──► BLOCKED
@@ -641,12 +641,11 @@ static void settle(struct qgroup *g, uint32_t idx)
     floor_advance(g, p);
 }
 
+/* Dead for this group (kept for redrive), whether or not the broker also
+ * stored a copy in a dlq_topic (API.md §7: redrive brings every dead-lettered
+ * message back; the copies stay where they are). */
 static void dead_letter(struct qgroup *g, uint32_t idx)
 {
-    if (g->cfg.has_dlq_topic) {
-        settle(g, idx); /* the broker stored the copy: acked */
-        return;
-    }
     struct entry *e = &g->ents[idx];
     uint32_t key = e->key_hash, p = e->part;
     bool inq = e->flags & F_INQ;
@@ -733,7 +732,7 @@ static void apply_new(struct qgroup *g, const struct qplan_item *it, uint64_t re
     uint32_t p = it->partition;
     struct part *P = &g->part[p];
     P->scan = it->offset + 1; /* offsets skipped over are settled */
-    if (it->kind == QPLAN_SKIP || (it->kind == QPLAN_DEAD && g->cfg.has_dlq_topic)) {
+    if (it->kind == QPLAN_SKIP) {
         floor_advance(g, p);
         return;
     }

@@ -16,7 +16,7 @@
  *   touched    offsets in [floor, scan) with a state: LEASED(until, attempt),
  *              ACKED, RETRY(at), WAITING(at: delivery delayed by delay_ms),
  *              and for FIFO BLOCKED (an earlier message of its key is held)
- *   dead       offsets dead-lettered for this group without a dlq_topic,
+ *   dead       offsets dead-lettered for this group (a dlq_topic copy or not),
  *              kept (outside the floor logic) so redrive can bring them back
  * An offset in [floor, scan) that is not touched is available. The floor
  * advances over ACKED offsets; scan advances as receives look further.
@@ -26,7 +26,7 @@
  *
  *   new ──deliver──► LEASED ──ack──► ACKED ──(floor passes)──► forgotten
  *    │                │ │ └──nack, n < len(retry)──► RETRY(at) ──(at <= now)──► available
- *    │                │ └──nack, retries used up──► dead-lettered (dlq copy + ACKED, or dead)
+ *    │                │ └──nack, retries used up──► dead (+ a dlq copy, by the broker)
  *    │                └──lease expires──► available (or dead-lettered when the
  *    │                                    expiry count reaches max_deliveries)
  *    └─(scheduled_at > now)─► WAITING(at) ──(at <= now)──► available
@@ -134,8 +134,8 @@ int qgroup_plan_receive(struct qgroup *g, const struct qgroup_env *env, uint64_t
                         struct qplan *plan);
 /* Apply a receive plan: DELIVER items become LEASED until lease_until with
  * their attempt (all items of one plan form one "receive" for the FIFO
- * release rule), WAIT items WAITING until `at`, DEAD items dead (or ACKED
- * when the group has a dlq_topic: the broker stored the copy), SKIP items
+ * release rule), WAIT items WAITING until `at`, DEAD items dead (the broker
+ * stored the copy when the group has a dlq_topic), SKIP items
  * ACKED, BLOCK items BLOCKED behind their key; scan positions move past every
  * item's offset. Uses nothing but the state and the plan (no storage). */
 int qgroup_apply_receive(struct qgroup *g, uint64_t now, uint64_t lease_until,

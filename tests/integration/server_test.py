@@ -1125,12 +1125,14 @@ def queue_retries_dlq_and_max_deliveries():
         eq(sorted(x["offset"] for x in dl), [0, 1], "each copy its own offset")
         eq(dl[0]["headers"] if bytes(dl[0]["value"]) == b"poison" else dl[1]["headers"], {"h": "v"},
            "the dlq copy keeps the headers")
-        # Copied to a dlq_topic means acked: a redrive does not bring those back (API.md
-        # leaves it open; docs/api.md: only messages dead without a dlq_topic), and the
-        # copies stay.
+        # API.md §7: a redrive brings every dead-lettered message back, with its delivery
+        # count reset, and the copies already sent to the dlq_topic stay there.
         g = {"topic": "qr", "consumer_group": "q"}
+        gi = s.ok("v1.msgs.group.get", {"topic": "qr", "mode": "queue", "consumer_group": "q"})
+        eq(gi["dead"], 2, "dead-lettered for the group")
         eq(s.ok("v1.msgs.queue.redrive-dlq", g), {}, "redrive")
-        eq(s.ok("v1.msgs.queue.receive", g), {"msgs": []}, "messages sent to the dlq_topic stay acked")
+        m = s.ok("v1.msgs.queue.receive", g)["msgs"]
+        eq(sorted((x["msg_id"], x["attempt"]) for x in m), [("0:0", 1), ("0:1", 1)], "redriven")
         eq(len(read_partition(s, "qr-dlq~0", "dlq-reader2")), 2, "dlq copies stay after a redrive")
         # a lease expiry does not consume a retry
         s.ok("v1.msgs.queue.configure", {"topic": "le", "consumer_group": "q", "retry_schedule": [1000]})

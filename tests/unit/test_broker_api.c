@@ -1915,10 +1915,14 @@ static void test_queue_dlq_topic(void **state)
     int ia = find_value("a");
     assert_true(ia >= 0 && find_value("b") >= 0 && find_value("c") >= 0);
     assert_int_equal(G[ia].n_headers, 1); /* content kept */
-    /* the originals are settled for the group (acked), not dead */
+    /* the originals are dead-lettered for the group (API.md §7: redrive brings
+     * them back), and never delivered again until then */
     expect_ok(gget(b, "t", BROKER_QUEUE, "g"));
-    assert_int_equal(GI.dead, 0);
+    assert_int_equal(GI.dead, 3);
     assert_int_equal(GI.in_flight, 1);
+    struct broker_msg_id a0 = ID(0, 0);
+    expect_error(qextend(b, BROKER_QUEUE, "t", "g", &a0, 1, 1000), 400, "invalid_input",
+                 "message is in the dead-letter queue");
     advance(b, 60 * SEC);
     expect_ok(qrecv(b, BROKER_QUEUE, "t", "g", 10, 60 * SEC));
     assert_int_equal(NG, 1);
@@ -1931,8 +1935,15 @@ static void test_queue_dlq_topic(void **state)
     for (uint32_t p = 0; p < TI.partitions; p++)
         total += TI.parts[p].end_offset;
     assert_int_equal(total, 4);
-    /* redrive leaves the copies where they are */
+    /* redrive makes the four available again, delivery counts reset, and
+     * leaves the copies where they are */
     expect_ok(qredrive(b, BROKER_QUEUE, "t", "g"));
+    expect_ok(gget(b, "t", BROKER_QUEUE, "g"));
+    assert_int_equal(GI.dead, 0);
+    expect_ok(qrecv(b, BROKER_QUEUE, "t", "g", 10, 60 * SEC));
+    assert_int_equal(NG, 4);
+    for (size_t i = 0; i < NG; i++)
+        assert_int_equal(G[i].attempt, 1);
     expect_ok(tget(b, "dead"));
     total = 0;
     for (uint32_t p = 0; p < TI.partitions; p++)

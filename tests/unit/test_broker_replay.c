@@ -362,6 +362,7 @@ static void expect_same_dump(const struct buf *want, const struct buf *got, cons
  * partition count appends nothing and waits for the journal's end. */
 static void sync_all(struct broker *b)
 {
+    broker_checkpoints_wait(b); /* no snapshot file changes while the directory is copied */
     for (int ns = 0; ns < 2; ns++) {
         struct broker_ns_info info;
         struct broker_error nerr;

@@ -463,7 +463,10 @@ static void test_max_deliveries(void **state)
     fk_free(&f);
 }
 
-static void test_dlq_topic_acks(void **state)
+/* With a dlq_topic the broker stores a copy, and the group still remembers
+ * the message as dead-lettered: redrive brings it back (API.md §7), with its
+ * delivery count reset. */
+static void test_dlq_topic_dead_letters(void **state)
 {
     (void)state;
     struct fake f;
@@ -479,12 +482,21 @@ static void test_dlq_topic_acks(void **state)
     assert_int_equal(rcv(g, &f, 100, 10, &r), 0); /* max_deliveries 1: expiry kills */
     assert_int_equal(r.dead, 1);
     struct qgroup_stats st = stats(g, &f, 100);
-    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.dead, 2);
     assert_int_equal(st.floor[0], 2);
-    assert_int_equal(qgroup_touched(g), 0);
+    assert_int_equal(st.lag, 0);
+    assert_int_equal(qgroup_touched(g), 2);
+    ack1(g, 0, 0); /* acking a dead message does nothing */
+    assert_int_equal(stats(g, &f, 100).dead, 2);
     uint32_t count = 9;
     assert_int_equal(qgroup_apply_redrive(g, &count), 0);
-    assert_int_equal(count, 0);
+    assert_int_equal(count, 2);
+    assert_int_equal(rcv(g, &f, 100, 10, &r), 2);
+    assert_int_equal(r.it[0].attempt, 1);
+    assert_int_equal(r.it[1].attempt, 1);
+    ack1(g, 0, 0);
+    ack1(g, 0, 1);
+    assert_int_equal(qgroup_touched(g), 0);
     qgroup_free(g);
     fk_free(&f);
 }
@@ -1253,19 +1265,18 @@ static void test_fifo_delayed_head_dead_letter(void **state)
         assert_int_equal(r.it[0].offset, 1);
         assert_int_equal(r.it[0].attempt, 1);
         struct qgroup_stats st = stats(g, &f, 1000 + LEASE);
-        assert_int_equal(st.dead, dlq ? 0 : 2);
+        assert_int_equal(st.dead, 2); /* with or without a dlq_topic copy */
         ack1(g, 0, 1);
         st = stats(g, &f, 1000 + LEASE);
         assert_int_equal(st.lag, 0);
         assert_int_equal(st.floor[0], 4);
-        if (!dlq) { /* redrive: both come back, each key in order */
-            uint32_t n;
-            assert_int_equal(qgroup_apply_redrive(g, &n), 0);
-            assert_int_equal(n, 2);
-            assert_int_equal(rcv(g, &f, 1000 + LEASE, 10, &r), 2);
-            assert_int_equal(r.it[0].offset, 0);
-            assert_int_equal(r.it[1].offset, 2);
-        }
+        /* redrive: both come back, each key in order */
+        uint32_t n;
+        assert_int_equal(qgroup_apply_redrive(g, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(rcv(g, &f, 1000 + LEASE, 10, &r), 2);
+        assert_int_equal(r.it[0].offset, 0);
+        assert_int_equal(r.it[1].offset, 2);
         qgroup_free(g);
         fk_free(&f);
     }
@@ -2142,7 +2153,7 @@ int main(void)
         cmocka_unit_test(test_nack_retry_schedule),
         cmocka_unit_test(test_nack_delay_override_and_no_config),
         cmocka_unit_test(test_max_deliveries),
-        cmocka_unit_test(test_dlq_topic_acks),
+        cmocka_unit_test(test_dlq_topic_dead_letters),
         cmocka_unit_test(test_redrive_resets_counts),
         cmocka_unit_test(test_extend),
         cmocka_unit_test(test_delayed_hidden_until_scheduled),
