@@ -59,6 +59,7 @@ int broker_clock_advance(struct broker *b, uint64_t ms)
         return CY_EINVAL;
     clock_advance(&b->clock, ms);
     b->change_seq++;
+    b->global_seq++;
     return 0;
 }
 
@@ -296,6 +297,10 @@ static int ns_apply_cmd(struct broker_ns *ns, const uint8_t *body, size_t len)
     if (!rc && (r.err || reader_left(&r)))
         rc = CY_ECORRUPT;
     ns->b->change_seq++;
+    if (cmd == CMD_NS_CONFIG)
+        ns->b->global_seq++;
+    else if (cmd != CMD_TOPIC_CREATE && len >= 5) /* the others name their topic first */
+        topic_changed(ns, le_get32(body + 1));
     return rc;
 }
 
@@ -709,6 +714,7 @@ int broker_close(struct broker *b)
     free(b->hdrs);
     free(b->list);
     free(b->gsum);
+    free(b->changed);
     free(b->ns_list);
     free(b->data_dir);
     free(b);

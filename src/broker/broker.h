@@ -418,6 +418,31 @@ uint32_t broker_available(struct broker *b, enum broker_mode mode,
  * waiters re-check when it moved. */
 uint64_t broker_change_seq(struct broker *b);
 
+/* What a waiting receive watches: the changes of its topic, and those that
+ * concern every topic (the test clock, namespaces). broker_watch_init records
+ * the present; broker_watch_changed is then true once something the receive
+ * could see may have changed (always, when the namespace or topic was not
+ * found). Lets a server with many waiting receives re-check only those whose
+ * topic changed. Topics live as long as the broker. */
+struct broker_watch {
+    const void *topic; /* NULL: watch everything */
+    uint64_t topic_seq;
+    uint64_t global_seq;
+};
+void broker_watch_init(struct broker *b, const struct broker_receive_req *req,
+                       struct broker_watch *w);
+bool broker_watch_changed(struct broker *b, const struct broker_watch *w);
+/* For an owner with many waiting receives (the server): one pointer per
+ * topic that the owner may use as it likes (it hangs the receives waiting on
+ * the topic there); NULL when the watch has no topic. */
+void **broker_watch_slot(struct broker *b, const struct broker_watch *w);
+/* Calls cb with the slot of every topic changed since the last call (each
+ * once; changes made during the calls are reported next time). cb NULL:
+ * only forget them. */
+void broker_changed_topics(struct broker *b, void (*cb)(void *arg, void **slot), void *arg);
+/* Grows with the changes that concern every topic (watches see them too). */
+uint64_t broker_global_seq(struct broker *b);
+
 /* Messages dead-lettered since the broker opened (by nack or max_deliveries). */
 uint64_t broker_dead_lettered(struct broker *b);
 

@@ -78,6 +78,9 @@ struct topic {
     struct hmap *groups;  /* mode byte + name -> struct group */
     struct hmap *dedup;   /* idempotency key -> struct dedup */
     struct dedup *dhead, *dtail;
+    uint64_t change_seq; /* grows with every command applied to this topic (long polls) */
+    bool change_queued;  /* in broker.changed (until the owner drains it) */
+    void *owner_slot;    /* the broker owner's (broker_watch_slot) */
 };
 
 struct broker_ns {
@@ -100,6 +103,9 @@ struct broker {
     struct hmap *nss; /* name -> struct broker_ns */
     struct broker_ns_info *ns_list;
     uint64_t change_seq;
+    uint64_t global_seq; /* grows with changes that concern every topic (clock, namespaces) */
+    struct topic **changed; /* topics changed since broker_changed_topics last ran */
+    size_t n_changed, cap_changed;
     char fsync_name[32];
     /* result memory, reused by every call */
     struct buf raw;    /* message bytes of a receive */
@@ -137,6 +143,9 @@ int broker_reserve_outs(struct broker *b, size_t n);
 
 /* ---- topic.c ---- */
 struct topic *topic_find(struct broker_ns *ns, struct bstr name);
+/* A command changed the topic (wakes the long polls that watch it). */
+void topic_touch(struct topic *t);
+void topic_changed(struct broker_ns *ns, uint32_t topic_id);
 /* 0 when ref names no partition or one the topic has (an unknown topic will
  * have the default count); else a 400 "partition out of range" in err. */
 int topic_check_partition(struct broker_ns *ns, struct broker_topic_ref ref,

@@ -225,6 +225,53 @@ int broker_group_get(struct broker *b, struct broker_ns_ref nsref, struct bstr t
     return 0;
 }
 
+void broker_watch_init(struct broker *b, const struct broker_receive_req *req,
+                       struct broker_watch *w)
+{
+    struct broker_ns *ns;
+    struct topic *t = ns_resolve(b, req->ns, &ns, NULL) ? NULL : topic_find(ns, req->topic.name);
+    w->topic = t;
+    w->topic_seq = t ? t->change_seq : 0;
+    w->global_seq = b->global_seq;
+}
+
+bool broker_watch_changed(struct broker *b, const struct broker_watch *w)
+{
+    const struct topic *t = w->topic;
+    return !t || w->global_seq != b->global_seq || w->topic_seq != t->change_seq;
+}
+
+void **broker_watch_slot(struct broker *b, const struct broker_watch *w)
+{
+    (void)b;
+    return w->topic ? &((struct topic *)w->topic)->owner_slot : NULL;
+}
+
+uint64_t broker_global_seq(struct broker *b)
+{
+    return b->global_seq;
+}
+
+void broker_changed_topics(struct broker *b, void (*cb)(void *arg, void **slot), void *arg)
+{
+    /* cb may act on the broker (a receive journals commands, which touch
+     * topics again): take the list first, so those land in the next round. */
+    size_t n = b->n_changed, cap = b->cap_changed;
+    struct topic **list = b->changed;
+    b->changed = NULL;
+    b->n_changed = b->cap_changed = 0;
+    for (size_t k = 0; k < n; k++)
+        list[k]->change_queued = false;
+    for (size_t k = 0; cb && k < n; k++)
+        cb(arg, &list[k]->owner_slot);
+    if (!b->changed) { /* nothing new: keep the array for next time */
+        b->changed = list;
+        b->cap_changed = cap;
+    } else {
+        free(list);
+    }
+}
+
 uint32_t broker_available(struct broker *b, enum broker_mode mode,
                           const struct broker_receive_req *req, uint32_t cap,
                           uint64_t *next_wakeup)

@@ -110,6 +110,33 @@ int topic_apply_create(struct broker_ns *ns, struct reader *r)
     return topic_new(ns, (struct bstr){(const char *)name, n}, id, parts, &t);
 }
 
+void topic_touch(struct topic *t)
+{
+    struct broker *b = t->ns->b;
+    t->change_seq++;
+    if (t->change_queued)
+        return;
+    if (b->n_changed == b->cap_changed) {
+        size_t cap = b->cap_changed ? 2 * b->cap_changed : 64;
+        struct topic **n = realloc(b->changed, cap * sizeof *n);
+        if (!n) { /* no memory to say which: say "everything" */
+            b->global_seq++;
+            return;
+        }
+        b->changed = n;
+        b->cap_changed = cap;
+    }
+    b->changed[b->n_changed++] = t;
+    t->change_queued = true;
+}
+
+void topic_changed(struct broker_ns *ns, uint32_t topic_id)
+{
+    struct topic *t = ns_topic_by_id(ns, topic_id);
+    if (t)
+        topic_touch(t);
+}
+
 int topic_check_partition(struct broker_ns *ns, struct broker_topic_ref ref,
                           struct broker_error *err)
 {
@@ -306,9 +333,13 @@ int topic_apply_publish(struct broker_ns *ns, const struct journal_record *rec, 
     int rc = msgrec_decode(rec->body, rec->len, apply_msg, &a, NULL, NULL);
     if (rc)
         return rc;
-    if (a.t)
+    if (a.t) {
         a.t->rr += a.keyless;
+        topic_touch(a.t);
+    }
     ns->b->change_seq++;
+    if (reader_left(extra) >= 5) /* the command names its topic first */
+        topic_changed(ns, le_get32(extra->p + extra->pos + 1));
     uint8_t cmd = rd_u8(extra);
     if (cmd == CMD_PUBLISH) {
         struct topic *t = ns_topic_by_id(ns, rd_u32(extra));

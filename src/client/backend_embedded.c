@@ -187,7 +187,8 @@ static void wait_for_change(struct embedded *e, pthread_mutex_t *mu, const struc
     uint64_t until = call->wake_ms < call->deadline_ms ? call->wake_ms : call->deadline_ms;
     for (;;) {
         uint64_t now = clock_mono_ms();
-        if (now >= until || broker_change_seq(e->b) != seq)
+        if (now >= until ||
+            (broker_change_seq(e->b) != seq && broker_watch_changed(e->b, &call->watch)))
             return;
         maybe_tick(e);
         uint64_t at = e->last_tick_ms + TICK_MS;

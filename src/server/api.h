@@ -14,7 +14,8 @@
  *                         │          once `wait` is durable (503 if the journal
  *                         │          failed first)
  *                         └────────► API_POLL: nothing to answer yet; call
- *                                    again when broker_change_seq() moved, at
+ *                                    again when `watch` says its topic
+ *                                    changed (broker_watch_changed), at
  *                                    wake_ms, or at deadline_ms with
  *                                    final = true (then it must respond)
  */
@@ -66,6 +67,7 @@ struct api_call {
     struct broker_wait wait; /* ns == NULL: nothing to wait for */
     uint64_t deadline_ms;    /* monotonic ms; 0 until the first API_POLL sets it */
     uint64_t wake_ms;        /* monotonic ms worth retrying at; UINT64_MAX: only on change */
+    struct broker_watch watch; /* API_POLL: the changes worth retrying for */
 };
 
 enum api_result { API_RESPOND, API_POLL };

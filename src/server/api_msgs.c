@@ -369,6 +369,7 @@ static enum hres receive(struct req *r, enum broker_mode mode)
             }
             if (avail < a.want) {
                 c->wake_ms = wake_time(r, next);
+                broker_watch_init(r->b, &a.q, &c->watch);
                 return H_POLL;
             }
         }

@@ -53,7 +53,10 @@ struct http_req {
     bool parked;
     bool too_big;
     uint64_t dropped; /* body bytes read and dropped after too_big */
-    struct http_req *prev, *next; /* the parked list */
+    struct http_req *prev, *next;   /* on s->durable or s->polls while parked */
+    struct http_req **list;         /* which of the two */
+    struct http_req *tprev, *tnext; /* a poll: on its topic's list (*tslot) */
+    void **tslot;
     enum codec_format req_fmt;
     struct buf body;
     struct arena arena;
@@ -68,27 +71,28 @@ struct server {
     struct MHD_Daemon *mhd;
     int epfd, wakefd, sigfd;
     unsigned port;
-    struct http_req *parked;
+    struct http_req *durable; /* parked until their writes are durable */
+    struct http_req *polls;   /* parked long polls (each also on its topic's list) */
+    void *anytopic;           /* polls without a topic to watch: tried on every change */
+    uint64_t polls_next;      /* no poll wants its wake_ms/deadline before this */
+    struct http_req **due;    /* scratch: the polls one round tries again */
+    size_t due_n, due_cap;
     unsigned active;
     bool stopping;
-    uint64_t seen_seq;
+    uint64_t seen_seq, seen_global;
     uint64_t responses[6]; /* by status class 1xx..5xx */
     uint64_t started_ms;
 };
 
-static void park(struct http_req *r)
-{
-    if (r->parked)
-        return;
-    struct server *s = r->s;
-    r->next = s->parked;
-    r->prev = NULL;
-    if (s->parked)
-        s->parked->prev = r;
-    s->parked = r;
-    r->parked = true;
-}
-
+/*
+ * Parked requests. One waiting for durability is on s->durable (checked
+ * whenever the loop runs: there are few, and durability is cheap to check).
+ * A long poll is on s->polls and on the list of the topic it watches (hung on
+ * the topic's broker_watch_slot), so that a change to a topic tries again only
+ * the polls waiting on it: with thousands of consumers long-polling, a publish
+ * costs what its own topic's waiters cost. s->polls serves the time-based
+ * retries (wake_ms, deadline) and the changes that concern every topic.
+ */
 static void unpark(struct http_req *r)
 {
     if (!r->parked)
@@ -96,10 +100,45 @@ static void unpark(struct http_req *r)
     if (r->prev)
         r->prev->next = r->next;
     else
-        r->s->parked = r->next;
+        *r->list = r->next;
     if (r->next)
         r->next->prev = r->prev;
+    if (r->tslot) {
+        if (r->tprev)
+            r->tprev->tnext = r->tnext;
+        else
+            *r->tslot = r->tnext;
+        if (r->tnext)
+            r->tnext->tprev = r->tprev;
+        r->tslot = NULL;
+    }
     r->parked = false;
+}
+
+static void park(struct http_req *r)
+{
+    struct server *s = r->s;
+    unpark(r); /* parked afresh: the state, and the topic watched, may be new */
+    r->list = r->state == RS_WAIT_POLL ? &s->polls : &s->durable;
+    r->prev = NULL;
+    r->next = *r->list;
+    if (r->next)
+        r->next->prev = r;
+    *r->list = r;
+    r->parked = true;
+    if (r->state != RS_WAIT_POLL)
+        return;
+    void **slot = broker_watch_slot(s->b, &r->call.watch);
+    r->tslot = slot ? slot : &s->anytopic;
+    r->tprev = NULL;
+    r->tnext = *r->tslot;
+    if (r->tnext)
+        r->tnext->tprev = r;
+    *r->tslot = r;
+    if (r->call.wake_ms < s->polls_next)
+        s->polls_next = r->call.wake_ms;
+    if (r->call.deadline_ms && r->call.deadline_ms < s->polls_next)
+        s->polls_next = r->call.deadline_ms;
 }
 
 static enum MHD_Result send_body(struct http_req *r, int status, const char *ctype, const void *p,
@@ -399,56 +438,106 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
+/* Resume a request that became ready (MHD must run to answer it). */
+static void resume_ready(struct http_req *r, unsigned *resumed)
+{
+    if (r->suspended) {
+        r->suspended = false;
+        MHD_resume_connection(r->conn);
+        (*resumed)++;
+    }
+}
+
+/* Collect the polls hung on one changed topic's slot. */
+static void collect_due(void *arg, void **slot)
+{
+    struct server *s = arg;
+    for (struct http_req *r = *slot; r && s->due_n < s->due_cap; r = r->tnext)
+        s->due[s->due_n++] = r; /* room for all: every poll is an active request */
+}
+
+/* Try a parked poll again if it is due; true when it became ready. */
+static bool retry_poll(struct server *s, struct http_req *r, uint64_t now, bool changed)
+{
+    if (!r->parked || r->state != RS_WAIT_POLL)
+        return false;
+    bool due = (changed && broker_watch_changed(s->b, &r->call.watch)) || s->stopping ||
+               now >= r->call.wake_ms || (r->call.deadline_ms && now >= r->call.deadline_ms);
+    return due && attempt(r);
+}
+
 /* Retry pollers and resume what became ready. Returns the earliest time
  * (monotonic ms) a parked request wants attention, or UINT64_MAX; *resumed
  * counts the connections resumed (MHD must run to answer them). */
 static uint64_t service_parked(struct server *s, unsigned *resumed)
 {
     *resumed = 0;
-    uint64_t now = clock_mono_ms(), next = UINT64_MAX;
-    uint64_t seq = broker_change_seq(s->b);
+    uint64_t now = clock_mono_ms();
+    for (struct http_req *r = s->durable, *nx; r; r = nx) {
+        nx = r->next;
+        bool failed;
+        if (!broker_is_durable(s->b, &r->call.wait, &failed))
+            continue;
+        if (failed) {
+            out_free(&r->call.out);
+            out_init(&r->call.out, r->call.fmt);
+            api_error_body(&r->call.out, "storage_unavailable",
+                           "The message log cannot be written; nothing was acknowledged.", NULL);
+            r->call.status = 503;
+        }
+        unpark(r);
+        r->state = RS_READY;
+        resume_ready(r, resumed);
+    }
+
+    uint64_t seq = broker_change_seq(s->b), gseq = broker_global_seq(s->b);
     bool changed = seq != s->seen_seq;
+    bool global = gseq != s->seen_global;
     s->seen_seq = seq;
-    struct http_req *r = s->parked;
-    while (r) {
-        struct http_req *nx = r->next;
-        bool ready = false;
-        if (r->state == RS_WAIT_DURABLE) {
-            bool failed;
-            if (broker_is_durable(s->b, &r->call.wait, &failed)) {
-                if (failed) {
-                    out_free(&r->call.out);
-                    out_init(&r->call.out, r->call.fmt);
-                    api_error_body(&r->call.out, "storage_unavailable",
-                                   "The message log cannot be written; nothing was "
-                                   "acknowledged.",
-                                   NULL);
-                    r->call.status = 503;
-                }
-                unpark(r);
-                r->state = RS_READY;
-                ready = true;
+    s->seen_global = gseq;
+    /* The polls of the topics that changed (and those that watch no topic),
+     * taken before any is tried: trying one may change topics again, and
+     * those changes are the next round's. */
+    if (s->due_cap < s->active) {
+        size_t cap = s->active + 64;
+        struct http_req **d = realloc(s->due, cap * sizeof *d);
+        if (d) {
+            s->due = d;
+            s->due_cap = cap;
+        } else {
+            global = true; /* no room to pick: try them all */
+        }
+    }
+    s->due_n = 0;
+    if (global) {
+        broker_changed_topics(s->b, NULL, NULL);
+    } else if (changed) {
+        broker_changed_topics(s->b, collect_due, s);
+        collect_due(s, &s->anytopic);
+    }
+    if (global || s->stopping || now >= s->polls_next) {
+        /* A full round: time-based retries, and every watch on a global change. */
+        uint64_t next = UINT64_MAX;
+        for (struct http_req *r = s->polls, *nx; r; r = nx) {
+            nx = r->next;
+            if (retry_poll(s, r, now, changed)) {
+                resume_ready(r, resumed);
+                continue;
             }
-        } else if (r->state == RS_WAIT_POLL) {
-            bool due = changed || s->stopping || now >= r->call.wake_ms ||
-                       (r->call.deadline_ms && now >= r->call.deadline_ms);
-            if (due)
-                ready = attempt(r);
-            if (!ready && r->state == RS_WAIT_POLL) {
+            if (r->parked && r->state == RS_WAIT_POLL) {
                 if (r->call.wake_ms < next)
                     next = r->call.wake_ms;
                 if (r->call.deadline_ms && r->call.deadline_ms < next)
                     next = r->call.deadline_ms;
             }
         }
-        if (ready && r->suspended) {
-            r->suspended = false;
-            MHD_resume_connection(r->conn);
-            (*resumed)++;
-        }
-        r = nx;
+        s->polls_next = next;
+    } else {
+        for (size_t k = 0; k < s->due_n; k++)
+            if (retry_poll(s, s->due[k], now, true))
+                resume_ready(s->due[k], resumed);
     }
-    return next;
+    return s->polls_next;
 }
 
 static int add_fd(int epfd, int fd)
@@ -637,5 +726,6 @@ void server_free(struct server *s)
         close(s->epfd);
     if (s->sigfd >= 0)
         close(s->sigfd);
+    free(s->due);
     free(s);
 }

@@ -1375,6 +1375,53 @@ def long_poll_woken_by_publish():
 
 
 @test
+def long_polls_on_many_topics_wake_by_their_own():
+    """Waiting receives hang on their topic: a change to one topic answers its waiters
+    (queue, FIFO and stream alike, and a DLQ topic filled by another topic's nack),
+    and leaves every other waiter waiting."""
+    with Server() as s:
+        n = 40
+        for i in range(n):
+            s.ok("v1.msgs.topic.configure", {"topic": "lm%d" % i, "partitions": 1})
+        waiters = {}
+        for i in range(n):
+            waiters[i] = bg(s.ok, "v1.msgs.queue.receive",
+                            {"topic": "lm%d" % i, "consumer_group": "w", "batch_size": 1, "batch_wait_ms": 20000})
+        fifo = bg(s.ok, "v1.msgs.fifo.receive",
+                  {"topic": "lm7", "consumer_group": "f", "batch_size": 1, "batch_wait_ms": 20000})
+        s.ok("v1.msgs.queue.configure", {"topic": "lmsrc", "consumer_group": "d", "dlq_topic": "lmdlq"})
+        s.ok("v1.msgs.topic.configure", {"topic": "lmdlq", "partitions": 1})
+        dlq = bg(s.ok, "v1.msgs.stream.receive", {"topic": "lmdlq", "consumer_group": "r", "batch_size": 1,
+                                                   "default_starting_position": "earliest", "batch_wait_ms": 20000})
+        wait_for(lambda: group_exists(s, "lmdlq", "stream", "r"), 5, "the DLQ reader's group")
+        time.sleep(0.5)  # let every receive park
+        check(all(th.is_alive() for th, _ in waiters.values()), "a receive did not wait")
+        t0 = time.monotonic()
+        s.ok("v1.msgs.publish", {"topic": "lm7", "msgs": [{"value": "seven"}]})
+        r = joined(*waiters.pop(7), 12)
+        eq([bytes(m["value"]) for m in r["msgs"]], [b"seven"], "lm7's queue receive")
+        r = joined(*fifo, 12)
+        eq([bytes(m["value"]) for m in r["msgs"]], [b"seven"], "lm7's FIFO receive (another group)")
+        check(time.monotonic() - t0 < 3.0, "lm7's waiters woken late")
+        time.sleep(0.3)
+        check(all(th.is_alive() for th, _ in waiters.values()), "a publish to lm7 answered another topic's receive")
+        # A nack on lmsrc copies into lmdlq: its reader wakes.
+        s.ok("v1.msgs.publish", {"topic": "lmsrc", "msgs": [{"value": "poison"}]})
+        m = s.ok("v1.msgs.queue.receive", {"topic": "lmsrc", "consumer_group": "d"})["msgs"]
+        t0 = time.monotonic()
+        s.ok("v1.msgs.queue.nack", {"topic": "lmsrc", "consumer_group": "d", "msg_ids": [m[0]["msg_id"]]})
+        r = joined(*dlq, 12)
+        eq([bytes(x["value"]) for x in r["msgs"]], [b"poison"], "the DLQ reader woken by the copy")
+        check(time.monotonic() - t0 < 3.0, "the DLQ reader woken late")
+        # Every other waiter gets its own topic's message.
+        for i in waiters:
+            s.ok("v1.msgs.publish", {"topic": "lm%d" % i, "msgs": [{"value": "m%d" % i}]})
+        for i, (th, box) in waiters.items():
+            r = joined(th, box, 12)
+            eq([bytes(x["value"]) for x in r["msgs"]], [b"m%d" % i], "lm%d's receive" % i)
+
+
+@test
 def long_poll_waits_to_fill_the_batch():
     with Server() as s:
         s.ok("v1.msgs.topic.configure", {"topic": "lpb", "partitions": 1})
