@@ -1,12 +1,12 @@
 /*
- * codec.c — request bodies in (JSON via jansson, MessagePack via msgpack-c),
- * the value tree and its arena, and content negotiation. The response
- * writer is in codec_out.c.
+ * codec.c — MessagePack request bodies in (via msgpack-c), the value tree and
+ * its arena, and content negotiation. JSON in is codec_json.c; the response
+ * writer is codec_out.c.
  *
  * Invariants:
  *   1. Nesting depth: a container's level is 1 + the number of containers
- *      around it; levels above CODEC_MAX_DEPTH are rejected before either
- *      library sees the bytes (both recurse or use fixed stacks). So every
+ *      around it; levels above CODEC_MAX_DEPTH are rejected before msgpack-c
+ *      sees the bytes (codec_json.c refuses them as it reads). So every
  *      tree is at most CODEC_MAX_DEPTH deep and the recursive conversions
  *      below are bounded; codec_out.c's writer refuses deeper containers
  *      too, so whatever it writes reads back.
@@ -14,15 +14,15 @@
  *      against the bytes that remain (a container of n elements needs at
  *      least n more bytes), so msgpack-c never allocates more than a small
  *      multiple of the body, whatever counts the body claims.
- *   3. Every string in a parsed tree is valid UTF-8 (jansson checks JSON;
- *      msgpack str and map keys are checked here) and lives in the arena.
+ *   3. Every string in a parsed tree is valid UTF-8 (codec_json.c checks
+ *      JSON; msgpack str and map keys are checked here) and lives in the
+ *      arena.
  *   4. Duplicate keys are reported in document order: the first key that
  *      repeats an earlier key of its own object, with its path as location.
  */
 #include "server/codec.h"
 
 #include <inttypes.h>
-#include <jansson.h>
 #include <msgpack.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -113,10 +113,7 @@ static const char *arena_copy(struct arena *a, const void *p, size_t n)
 
 /* ---- small helpers -------------------------------------------------------------- */
 
-static void set_text(char *dst, size_t dst_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_text(char *dst, size_t dst_len, const char *fmt, ...)
+void codec_set_text(char *dst, size_t dst_len, const char *fmt, ...)
 {
     if (!dst || dst_len == 0)
         return;
@@ -142,21 +139,9 @@ static bool utf8_valid(const uint8_t *p, size_t n)
     return true;
 }
 
-/* ---- field paths (the location of a duplicate key) ------------------------------- */
+/* ---- field paths (codec_int.h) ---------------------------------------------------- */
 
-struct path_elem {
-    const char *key; /* NULL: an array index */
-    size_t key_len;
-    size_t index;
-};
-
-struct path {
-    struct path_elem e[CODEC_MAX_DEPTH + 1];
-    int n;
-};
-
-/* Renders "msgs[0].value" into dst, cut at a UTF-8 boundary when too long. */
-static void path_render(const struct path *path, char *dst, size_t dst_len)
+void codec_path_render(const struct path *path, char *dst, size_t dst_len)
 {
     if (!dst || dst_len == 0)
         return;
@@ -195,339 +180,6 @@ static void path_render(const struct path *path, char *dst, size_t dst_len)
     dst[at] = '\0';
 }
 
-/* ---- JSON in ----------------------------------------------------------------------- */
-
-/* Deepest container nesting of a JSON text, counting brackets outside
- * strings. Exact for valid JSON; for invalid JSON any answer is fine, jansson
- * rejects it (and its own limit of 2048 levels protects the stack). */
-static int json_depth(const uint8_t *p, size_t n, size_t *deep_at)
-{
-    int depth = 0, max = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max) {
-                max = depth;
-                if (max > CODEC_MAX_DEPTH) {
-                    *deep_at = i;
-                    return max;
-                }
-            }
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            depth--;
-        }
-    }
-    return max;
-}
-
-/* Four hex digits at p[at..at+4) (all before end) into *u. */
-static bool hex4(const uint8_t *p, size_t end, size_t at, uint32_t *u)
-{
-    if (at > end || end - at < 4)
-        return false;
-    uint32_t x = 0;
-    for (size_t h = 0; h < 4; h++) {
-        uint8_t d = p[at + h], l = (uint8_t)(d | 0x20);
-        x <<= 4;
-        if (d >= '0' && d <= '9')
-            x |= (uint32_t)(d - '0');
-        else if (l >= 'a' && l <= 'f')
-            x |= (uint32_t)(l - 'a' + 10);
-        else
-            return false;
-    }
-    *u = x;
-    return true;
-}
-
-/* Encodes code point cp (<= U+10FFFF, not a surrogate) at s; returns 1..4. */
-static size_t utf8_put(char *s, uint32_t cp)
-{
-    if (cp < 0x80) {
-        s[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        s[0] = (char)(0xC0 | (cp >> 6));
-        s[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        s[0] = (char)(0xE0 | (cp >> 12));
-        s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        s[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    s[0] = (char)(0xF0 | (cp >> 18));
-    s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    s[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Decodes the JSON string token starting at p[*i] (the opening quote) into
- * the arena, for a location. Advances *i past the closing quote. The text
- * up to jansson's error position is valid JSON, so escapes are well formed;
- * anything odd is copied as is. */
-static const char *json_scan_string(const uint8_t *p, size_t n, size_t *i, struct arena *a,
-                                    size_t *out_len)
-{
-    size_t start = ++*i, j = start;
-    while (j < n && p[j] != '"')
-        j += p[j] == '\\' ? 2 : 1;
-    size_t end = j < n ? j : n;
-    *i = end + 1;
-    char *s = arena_alloc(a, end - start + 1);
-    if (!s)
-        return NULL;
-    size_t o = 0;
-    for (size_t k = start; k < end; k++) {
-        if (p[k] != '\\' || k + 1 >= end) {
-            s[o++] = (char)p[k];
-            continue;
-        }
-        uint8_t e = p[++k];
-        switch (e) {
-        case 'b': s[o++] = '\b'; break;
-        case 'f': s[o++] = '\f'; break;
-        case 'n': s[o++] = '\n'; break;
-        case 'r': s[o++] = '\r'; break;
-        case 't': s[o++] = '\t'; break;
-        case 'u': {
-            uint32_t cp, lo;
-            if (!hex4(p, end, k + 1, &cp)) {
-                s[o++] = 'u';
-                break;
-            }
-            k += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF && k + 2 < end && p[k + 1] == '\\' &&
-                p[k + 2] == 'u' && hex4(p, end, k + 3, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                k += 6;
-            } else if (cp >= 0xD800 && cp <= 0xDFFF) {
-                cp = 0xFFFD; /* a lone surrogate (jansson rejects those anyway) */
-            }
-            o += utf8_put(s + o, cp);
-            break;
-        }
-        default: s[o++] = (char)e; break;
-        }
-    }
-    s[o] = '\0';
-    *out_len = o;
-    return s;
-}
-
-/* The path of the key that ends at `pos` (jansson reports a duplicate key
- * right after its closing quote): walks the tokens before pos keeping the
- * container stack, the current key of each object and the index of each
- * array. */
-static void json_dup_path(const uint8_t *p, size_t n, size_t pos, struct arena *a,
-                          struct path *path_out)
-{
-    struct path path = {.n = 0};
-    bool expect_key[CODEC_MAX_DEPTH + 1] = {false};
-    size_t i = 0;
-    if (pos > n)
-        pos = n;
-    while (i < pos) {
-        uint8_t c = p[i];
-        int top = path.n - 1;
-        if (c == '{' || c == '[') {
-            if (path.n > CODEC_MAX_DEPTH)
-                break;
-            path.e[path.n] = (struct path_elem){NULL, 0, 0};
-            expect_key[path.n] = c == '{';
-            if (c == '{')
-                path.e[path.n].key = ""; /* an object frame: key set below */
-            path.n++;
-            i++;
-        } else if (c == '}' || c == ']') {
-            if (path.n > 0)
-                path.n--;
-            i++;
-        } else if (c == ',') {
-            if (top >= 0) {
-                if (path.e[top].key)
-                    expect_key[top] = true;
-                else
-                    path.e[top].index++;
-            }
-            i++;
-        } else if (c == '"') {
-            if (top >= 0 && path.e[top].key && expect_key[top]) {
-                size_t len = 0;
-                const char *k = json_scan_string(p, n, &i, a, &len);
-                if (!k)
-                    break; /* out of memory: a shorter location */
-                path.e[top].key = k;
-                path.e[top].key_len = len;
-                expect_key[top] = false;
-            } else {
-                size_t skip = i + 1;
-                while (skip < n && p[skip] != '"')
-                    skip += p[skip] == '\\' ? 2 : 1;
-                i = skip + 1;
-            }
-        } else {
-            i++;
-        }
-    }
-    *path_out = path;
-}
-
-static enum codec_err json_convert(json_t *j, struct val *v, struct arena *a, int depth)
-{
-    switch (json_typeof(j)) {
-    case JSON_NULL: v->type = VAL_NULL; return CODEC_OK;
-    case JSON_TRUE:
-        v->type = VAL_BOOL;
-        v->b = true;
-        return CODEC_OK;
-    case JSON_FALSE:
-        v->type = VAL_BOOL;
-        v->b = false;
-        return CODEC_OK;
-    case JSON_INTEGER: {
-        json_int_t x = json_integer_value(j);
-        if (x < 0) {
-            v->type = VAL_INT;
-            v->i = (int64_t)x;
-        } else {
-            v->type = VAL_UINT;
-            v->u = (uint64_t)x;
-        }
-        return CODEC_OK;
-    }
-    case JSON_REAL:
-        v->type = VAL_FLOAT;
-        v->f = json_real_value(j);
-        return CODEC_OK;
-    case JSON_STRING: {
-        v->type = VAL_STR;
-        v->s.n = json_string_length(j);
-        v->s.p = arena_copy(a, json_string_value(j), v->s.n);
-        return v->s.p ? CODEC_OK : CODEC_ENOMEM;
-    }
-    case JSON_ARRAY: {
-        if (depth >= CODEC_MAX_DEPTH)
-            return CODEC_EENCODING; /* the pre-scan already said so */
-        size_t n = json_array_size(j);
-        v->type = VAL_ARRAY;
-        v->arr.n = n;
-        v->arr.items = arena_array(a, n, sizeof *v->arr.items);
-        if (!v->arr.items)
-            return CODEC_ENOMEM;
-        for (size_t k = 0; k < n; k++) {
-            enum codec_err e = json_convert(json_array_get(j, k), &v->arr.items[k], a, depth + 1);
-            if (e)
-                return e;
-        }
-        return CODEC_OK;
-    }
-    case JSON_OBJECT: {
-        if (depth >= CODEC_MAX_DEPTH)
-            return CODEC_EENCODING;
-        size_t n = json_object_size(j), k = 0;
-        v->type = VAL_MAP;
-        v->map.items = arena_array(a, n, sizeof *v->map.items);
-        if (!v->map.items)
-            return CODEC_ENOMEM;
-        for (void *it = json_object_iter(j); it && k < n; it = json_object_iter_next(j, it), k++) {
-            struct val_kv *kv = &v->map.items[k];
-            kv->key_len = json_object_iter_key_len(it);
-            kv->key = arena_copy(a, json_object_iter_key(it), kv->key_len);
-            if (!kv->key)
-                return CODEC_ENOMEM;
-            enum codec_err e = json_convert(json_object_iter_value(it), &kv->v, a, depth + 1);
-            if (e)
-                return e;
-        }
-        v->map.n = k;
-        return CODEC_OK;
-    }
-    }
-    return CODEC_EENCODING;
-}
-
-enum codec_err codec_parse_json(const uint8_t *body, size_t len, struct arena *a, struct val **out,
-                                char *detail, size_t detail_len, char *location,
-                                size_t location_len)
-{
-    set_text(detail, detail_len, "%s", "");
-    set_text(location, location_len, "%s", "");
-    *out = NULL;
-
-    size_t k = 0;
-    while (k < len && (body[k] == ' ' || body[k] == '\t' || body[k] == '\n' || body[k] == '\r'))
-        k++;
-    if (k == len) {
-        set_text(detail, detail_len, "invalid JSON: the body is empty");
-        return CODEC_EENCODING;
-    }
-    size_t deep_at = 0;
-    if (json_depth(body, len, &deep_at) > CODEC_MAX_DEPTH) {
-        set_text(detail, detail_len, "invalid JSON: nested deeper than %d levels (at byte %zu)",
-                 CODEC_MAX_DEPTH, deep_at);
-        return CODEC_EENCODING;
-    }
-
-    json_error_t jerr;
-    json_t *root =
-        json_loadb((const char *)body, len,
-                   JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    if (!root) {
-        enum json_error_code code = json_error_code(&jerr);
-        if (code == json_error_duplicate_key) {
-            struct path path;
-            char where[256];
-            json_dup_path(body, len, (size_t)jerr.position, a, &path);
-            path_render(&path, location, location_len);
-            path_render(&path, where, sizeof where);
-            set_text(detail, detail_len, "duplicate key '%s' in one object", where);
-            return CODEC_EDUPKEY;
-        }
-        if (code == json_error_out_of_memory) {
-            set_text(detail, detail_len, "out of memory parsing JSON");
-            return CODEC_ENOMEM;
-        }
-        if (code == json_error_numeric_overflow && strstr(jerr.text, "integer")) {
-            /* Valid JSON, but a value no field accepts: a data error at its place. */
-            struct path path;
-            json_dup_path(body, len, (size_t)jerr.position, a, &path);
-            path_render(&path, location, location_len);
-            set_text(detail, detail_len,
-                     "the integer at line %d column %d is out of range (above 2^63 - 1)",
-                     jerr.line, jerr.column);
-            return CODEC_ERANGE;
-        }
-        set_text(detail, detail_len, "invalid JSON at line %d column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
-        return CODEC_EENCODING;
-    }
-
-    enum codec_err rc = CODEC_ENOMEM;
-    struct val *v = arena_alloc(a, sizeof *v);
-    if (v)
-        rc = json_convert(root, v, a, 0);
-    json_decref(root);
-    if (rc == CODEC_ENOMEM)
-        set_text(detail, detail_len, "out of memory parsing JSON");
-    else if (rc != CODEC_OK)
-        set_text(detail, detail_len, "invalid JSON: nested deeper than %d levels", CODEC_MAX_DEPTH);
-    else
-        *out = v;
-    return rc;
-}
-
 /* ---- MessagePack in ---------------------------------------------------------------- */
 
 static uint64_t be_get(const uint8_t *p, size_t n)
@@ -550,8 +202,8 @@ static enum codec_err mp_scan(const uint8_t *p, size_t len, char *detail, size_t
     rem[0] = 1;
     while (rem[0] > 0) {
         if (pos >= len) {
-            set_text(detail, detail_len, "invalid MessagePack: the body ends too early (%s)",
-                     len == 0 ? "empty body" : "truncated");
+            codec_set_text(detail, detail_len, "invalid MessagePack: the body ends too early (%s)",
+                           len == 0 ? "empty body" : "truncated");
             return CODEC_EENCODING;
         }
         size_t at = pos;
@@ -631,17 +283,19 @@ static enum codec_err mp_scan(const uint8_t *p, size_t len, char *detail, size_t
             case 0xD6:
             case 0xD7:
             case 0xD8:
-                set_text(detail, detail_len,
-                         "invalid MessagePack: extension types are not supported (byte %zu)", at);
+                codec_set_text(detail, detail_len,
+                               "invalid MessagePack: extension types are not supported (byte %zu)",
+                               at);
                 return CODEC_EENCODING;
             default:
-                set_text(detail, detail_len,
-                         "invalid MessagePack: reserved type byte 0x%02x at byte %zu", b, at);
+                codec_set_text(detail, detail_len,
+                               "invalid MessagePack: reserved type byte 0x%02x at byte %zu", b, at);
                 return CODEC_EENCODING;
             }
         }
         if (len - pos < hdr) {
-            set_text(detail, detail_len, "invalid MessagePack: truncated header at byte %zu", at);
+            codec_set_text(detail, detail_len, "invalid MessagePack: truncated header at byte %zu",
+                           at);
             return CODEC_EENCODING;
         }
         if (hdr) {
@@ -653,26 +307,26 @@ static enum codec_err mp_scan(const uint8_t *p, size_t len, char *detail, size_t
                 count = x;
         }
         if (len - pos < payload) {
-            set_text(detail, detail_len,
-                     "invalid MessagePack: truncated value at byte %zu (needs %" PRIu64
-                     " bytes, %zu remain)",
-                     at, payload, len - pos);
+            codec_set_text(detail, detail_len,
+                           "invalid MessagePack: truncated value at byte %zu (needs %" PRIu64
+                           " bytes, %zu remain)",
+                           at, payload, len - pos);
             return CODEC_EENCODING;
         }
         pos += (size_t)payload;
         if (container) {
             if (top >= CODEC_MAX_DEPTH) {
-                set_text(detail, detail_len,
-                         "invalid MessagePack: nested deeper than %d levels (at byte %zu)",
-                         CODEC_MAX_DEPTH, at);
+                codec_set_text(detail, detail_len,
+                               "invalid MessagePack: nested deeper than %d levels (at byte %zu)",
+                               CODEC_MAX_DEPTH, at);
                 return CODEC_EENCODING;
             }
             uint64_t items = container == 2 ? count * 2 : count;
             if (items > len - pos) {
-                set_text(detail, detail_len,
-                         "invalid MessagePack: %s at byte %zu declares %" PRIu64
-                         " elements, only %zu bytes remain",
-                         container == 2 ? "map" : "array", at, count, len - pos);
+                codec_set_text(detail, detail_len,
+                               "invalid MessagePack: %s at byte %zu declares %" PRIu64
+                               " elements, only %zu bytes remain",
+                               container == 2 ? "map" : "array", at, count, len - pos);
                 return CODEC_EENCODING;
             }
             if (items > 0) {
@@ -686,9 +340,10 @@ static enum codec_err mp_scan(const uint8_t *p, size_t len, char *detail, size_t
             rem[--top]--;
     }
     if (pos != len) {
-        set_text(detail, detail_len,
-                 "invalid MessagePack: %zu bytes of trailing data after the value (at byte %zu)",
-                 len - pos, pos);
+        codec_set_text(
+            detail, detail_len,
+            "invalid MessagePack: %zu bytes of trailing data after the value (at byte %zu)",
+            len - pos, pos);
         return CODEC_EENCODING;
     }
     return CODEC_OK;
@@ -702,14 +357,6 @@ struct mp_ctx {
     char *location;
     size_t location_len;
 };
-
-static uint64_t key_hash(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
-    return h;
-}
 
 static enum codec_err mp_convert(struct mp_ctx *c, const msgpack_object *o, struct val *v);
 
@@ -741,10 +388,11 @@ static enum codec_err mp_map(struct mp_ctx *c, const msgpack_object_map *m, stru
         if (key->type != MSGPACK_OBJECT_STR) {
             char where[256];
             c->path.n = at;
-            path_render(&c->path, where, sizeof where);
-            set_text(c->detail, c->detail_len,
-                     "invalid MessagePack: map keys must be strings (key %zu of the map at '%s')",
-                     k, where);
+            codec_path_render(&c->path, where, sizeof where);
+            codec_set_text(
+                c->detail, c->detail_len,
+                "invalid MessagePack: map keys must be strings (key %zu of the map at '%s')", k,
+                where);
             return CODEC_EENCODING;
         }
         const uint8_t *kp = (const uint8_t *)key->via.str.ptr;
@@ -752,17 +400,17 @@ static enum codec_err mp_map(struct mp_ctx *c, const msgpack_object_map *m, stru
         if (!utf8_valid(kp, kn)) {
             char where[256];
             c->path.n = at;
-            path_render(&c->path, where, sizeof where);
-            set_text(c->detail, c->detail_len,
-                     "invalid MessagePack: a map key in '%s' is not valid UTF-8", where);
+            codec_path_render(&c->path, where, sizeof where);
+            codec_set_text(c->detail, c->detail_len,
+                           "invalid MessagePack: a map key in '%s' is not valid UTF-8", where);
             return CODEC_EENCODING;
         }
         if (kn && memchr(kp, '\0', kn)) {
             char where[256];
             c->path.n = at;
-            path_render(&c->path, where, sizeof where);
-            set_text(c->detail, c->detail_len,
-                     "invalid MessagePack: a map key in '%s' contains a NUL byte", where);
+            codec_path_render(&c->path, where, sizeof where);
+            codec_set_text(c->detail, c->detail_len,
+                           "invalid MessagePack: a map key in '%s' contains a NUL byte", where);
             return CODEC_EENCODING;
         }
         kv->key = arena_copy(c->a, kp, kn);
@@ -771,14 +419,15 @@ static enum codec_err mp_map(struct mp_ctx *c, const msgpack_object_map *m, stru
             return CODEC_ENOMEM;
         c->path.e[at] = (struct path_elem){kv->key, kn, 0};
         if (set) {
-            size_t mask = slots - 1, h = (size_t)key_hash(kv->key, kn) & mask;
+            size_t mask = slots - 1, h = (size_t)codec_key_hash(kv->key, kn) & mask;
             for (; set[h]; h = (h + 1) & mask) {
                 const struct val_kv *seen = &v->map.items[set[h] - 1];
                 if (seen->key_len == kn && memcmp(seen->key, kv->key, kn) == 0) {
-                    path_render(&c->path, c->location, c->location_len);
+                    codec_path_render(&c->path, c->location, c->location_len);
                     char where[256];
-                    path_render(&c->path, where, sizeof where);
-                    set_text(c->detail, c->detail_len, "duplicate key '%s' in one object", where);
+                    codec_path_render(&c->path, where, sizeof where);
+                    codec_set_text(c->detail, c->detail_len, "duplicate key '%s' in one object",
+                                   where);
                     return CODEC_EDUPKEY;
                 }
             }
@@ -816,9 +465,9 @@ static enum codec_err mp_convert(struct mp_ctx *c, const msgpack_object *o, stru
     case MSGPACK_OBJECT_STR:
         if (!utf8_valid((const uint8_t *)o->via.str.ptr, o->via.str.size)) {
             char where[256];
-            path_render(&c->path, where, sizeof where);
-            set_text(c->detail, c->detail_len,
-                     "invalid MessagePack: the string at '%s' is not valid UTF-8", where);
+            codec_path_render(&c->path, where, sizeof where);
+            codec_set_text(c->detail, c->detail_len,
+                           "invalid MessagePack: the string at '%s' is not valid UTF-8", where);
             return CODEC_EENCODING;
         }
         v->type = VAL_STR;
@@ -854,11 +503,11 @@ static enum codec_err mp_convert(struct mp_ctx *c, const msgpack_object *o, stru
             break;
         return mp_map(c, &o->via.map, v);
     case MSGPACK_OBJECT_EXT:
-        set_text(c->detail, c->detail_len,
-                 "invalid MessagePack: extension types are not supported");
+        codec_set_text(c->detail, c->detail_len,
+                       "invalid MessagePack: extension types are not supported");
         return CODEC_EENCODING;
     }
-    set_text(c->detail, c->detail_len, "invalid MessagePack: unexpected object");
+    codec_set_text(c->detail, c->detail_len, "invalid MessagePack: unexpected object");
     return CODEC_EENCODING;
 }
 
@@ -866,8 +515,8 @@ enum codec_err codec_parse_msgpack(const uint8_t *body, size_t len, struct arena
                                    struct val **out, char *detail, size_t detail_len,
                                    char *location, size_t location_len)
 {
-    set_text(detail, detail_len, "%s", "");
-    set_text(location, location_len, "%s", "");
+    codec_set_text(detail, detail_len, "%s", "");
+    codec_set_text(location, location_len, "%s", "");
     *out = NULL;
     enum codec_err rc = mp_scan(body, len, detail, detail_len);
     if (rc)
@@ -878,12 +527,12 @@ enum codec_err codec_parse_msgpack(const uint8_t *body, size_t len, struct arena
     size_t off = 0;
     msgpack_unpack_return ur = msgpack_unpack_next(&un, (const char *)body, len, &off);
     if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
-        set_text(detail, detail_len, "out of memory parsing MessagePack");
+        codec_set_text(detail, detail_len, "out of memory parsing MessagePack");
         rc = CODEC_ENOMEM;
         goto done;
     }
     if (ur != MSGPACK_UNPACK_SUCCESS || off != len) {
-        set_text(detail, detail_len, "invalid MessagePack (at byte %zu)", off);
+        codec_set_text(detail, detail_len, "invalid MessagePack (at byte %zu)", off);
         rc = CODEC_EENCODING;
         goto done;
     }
@@ -891,7 +540,7 @@ enum codec_err codec_parse_msgpack(const uint8_t *body, size_t len, struct arena
     struct val *v = arena_alloc(a, sizeof *v);
     rc = v ? mp_convert(&c, &un.data, v) : CODEC_ENOMEM;
     if (rc == CODEC_ENOMEM)
-        set_text(detail, detail_len, "out of memory parsing MessagePack");
+        codec_set_text(detail, detail_len, "out of memory parsing MessagePack");
     else if (rc == CODEC_OK)
         *out = v;
 done:

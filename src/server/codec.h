@@ -4,10 +4,13 @@
  *
  * In: codec_parse_json / codec_parse_msgpack turn untrusted bytes into a small
  * tree of struct val, allocated from an arena that the request frees at once.
- * JSON is parsed with jansson (strict UTF-8, no NUL in strings, exact 64-bit
- * integers, duplicate keys rejected), MessagePack with msgpack-c (maps must
- * have string keys, valid UTF-8 without NUL; str must be valid UTF-8;
- * duplicate keys rejected; bin and str kept apart; ext rejected).
+ * JSON is read by a one-pass parser that builds the tree as it goes
+ * (codec_json.c: RFC 8259, strict UTF-8, U+0000 allowed in string values but
+ * not in keys, exact 64-bit integers, duplicate keys rejected; it accepts and
+ * rejects what jansson did, tests/support/json_oracle.c), MessagePack with
+ * msgpack-c (maps must have string keys, valid UTF-8 without NUL; str must
+ * be valid UTF-8; duplicate keys rejected; bin and str kept apart; ext
+ * rejected).
  * Strings are length + pointer (never rely on a NUL).
  *
  * Out: struct out writes one response in the negotiated format. Containers
@@ -101,8 +104,9 @@ enum codec_err {
  * gets a short human sentence (e.g. "invalid JSON at line 1 column 7: ..."),
  * and for CODEC_EDUPKEY `location` the path of the repeated key itself (e.g.
  * "msgs[0].value" for a second "value" in the first message; the first
- * duplicate in document order). `location` is "" otherwise.
- * *out is allocated in a. */
+ * duplicate in document order), for CODEC_ERANGE the path of the integer.
+ * `location` is "" otherwise. *out and everything under it (strings
+ * included, each NUL-terminated) is allocated in a, valid until arena_free. */
 enum codec_err codec_parse_json(const uint8_t *body, size_t len, struct arena *a,
                                 struct val **out, char *detail, size_t detail_len,
                                 char *location, size_t location_len);

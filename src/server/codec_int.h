@@ -1,12 +1,15 @@
 /*
- * codec_int.h — what codec.c (the parsers) and codec_out.c (the writer)
- * share. Not for other modules.
+ * codec_int.h — what the codec's files share: codec.c (arena, MessagePack
+ * in, negotiation), codec_json.c (JSON in) and codec_out.c (the writer).
+ * Not for other modules (the JSON test oracle in tests/support uses it too).
  */
 #ifndef COYOTE_SERVER_CODEC_INT_H
 #define COYOTE_SERVER_CODEC_INT_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "server/codec.h"
 
 /* Length of the valid UTF-8 sequence at p (1..4), or 0 when the bytes there
  * are not one (overlong forms, surrogates, > U+10FFFF, truncated). */
@@ -31,5 +34,36 @@ static inline size_t utf8_seq(const uint8_t *p, size_t n)
     }
     return 0;
 }
+
+/* FNV-1a of a map key (the duplicate-key sets of both parsers). */
+static inline uint64_t codec_key_hash(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* printf into dst (cut to dst_len, always terminated); nothing when dst is
+ * NULL or dst_len is 0. */
+void codec_set_text(char *dst, size_t dst_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- field paths (the location of a duplicate key or an out-of-range integer) ---- */
+
+struct path_elem {
+    const char *key; /* NULL: an array index */
+    size_t key_len;
+    size_t index;
+};
+
+struct path {
+    struct path_elem e[CODEC_MAX_DEPTH + 1];
+    int n;
+};
+
+/* Renders "msgs[0].value" into dst, cut at a UTF-8 boundary when too long;
+ * nothing when dst is NULL or dst_len is 0. */
+void codec_path_render(const struct path *path, char *dst, size_t dst_len);
 
 #endif

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "coyote.h"
+#include "json_oracle.h"
 #include "server/codec.h"
 #include "testutil.h"
 
@@ -476,6 +477,439 @@ static void test_json_duplicate_keys(void **state)
     assert_int_equal(codec_parse_json(B(longkey), &a, &v, NULL, 0, NULL, 0), CODEC_EDUPKEY);
     assert_int_equal(codec_parse_json(B("{"), &a, &v, NULL, 0, NULL, 0), CODEC_EENCODING);
     arena_free(&a);
+}
+
+/* ---- JSON in: the hand-written parser against its table and jansson ------------------- */
+
+struct json_case {
+    const char *body;
+    size_t len;
+    enum codec_err rc;
+    const char *location; /* CODEC_EDUPKEY / CODEC_ERANGE: where */
+};
+
+#define JC(lit, rc, loc)              \
+    {                                 \
+        lit, sizeof(lit) - 1, rc, loc \
+    }
+
+/* Parses with codec_parse_json and with the jansson oracle (the parser it
+ * replaced): the same result, an equal tree, the same location. */
+static void check_json_case(const char *what, const uint8_t *body, size_t len, enum codec_err rc,
+                            const char *location)
+{
+    struct parsed p, o;
+    parse_fmt(&p, FORMAT_JSON, body, len);
+    arena_init(&o.a);
+    o.rc = json_oracle_parse(body, len, &o.a, &o.v, o.detail, sizeof o.detail, o.location,
+                             sizeof o.location);
+    if (p.rc != rc)
+        fail_msg("%s: rc %d, want %d (%s)", what, p.rc, rc, p.detail);
+    if (o.rc != rc)
+        fail_msg("%s: the oracle says %d, want %d (%s)", what, o.rc, rc, o.detail);
+    if (rc == CODEC_OK && !val_equal(p.v, o.v))
+        fail_msg("%s: the tree differs from the oracle's", what);
+    if (rc == CODEC_EDUPKEY || rc == CODEC_ERANGE) {
+        if (strcmp(p.location, location) != 0)
+            fail_msg("%s: location '%s', want '%s'", what, p.location, location);
+        if (strcmp(o.location, location) != 0)
+            fail_msg("%s: the oracle's location '%s', want '%s'", what, o.location, location);
+    }
+    if (rc == CODEC_EENCODING && !strstr(p.detail, "JSON"))
+        fail_msg("%s: detail '%s'", what, p.detail);
+    if (rc == CODEC_ERANGE && !strstr(p.detail, "out of range"))
+        fail_msg("%s: detail '%s'", what, p.detail);
+    if (rc == CODEC_EDUPKEY && !strstr(p.detail, "duplicate key"))
+        fail_msg("%s: detail '%s'", what, p.detail);
+    parsed_free(&o);
+    parsed_free(&p);
+}
+
+static void test_json_table(void **state)
+{
+    static const struct json_case cases[] = {
+        /* numbers */
+        JC("0", CODEC_OK, NULL),
+        JC("-0", CODEC_OK, NULL),
+        JC("-0.0", CODEC_OK, NULL),
+        JC("0.0", CODEC_OK, NULL),
+        JC("[0,-0,1,-1,10,-10]", CODEC_OK, NULL),
+        JC("1e5", CODEC_OK, NULL),
+        JC("1E+5", CODEC_OK, NULL),
+        JC("1e-5", CODEC_OK, NULL),
+        JC("1e05", CODEC_OK, NULL),
+        JC("0.1", CODEC_OK, NULL),
+        JC("123.456e-7", CODEC_OK, NULL),
+        JC("-2.5E-3", CODEC_OK, NULL),
+        JC("1.5e300", CODEC_OK, NULL),
+        JC("4.9e-324", CODEC_OK, NULL),
+        JC("1e-400", CODEC_OK, NULL),  /* underflow to 0: accepted, as jansson */
+        JC("-1e-400", CODEC_OK, NULL), /* -0.0 */
+        JC("0e99999999999", CODEC_OK, NULL),
+        JC("0.000e-99999999999", CODEC_OK, NULL),
+        JC("1.7976931348623157e308", CODEC_OK, NULL),
+        JC("1.7976931348623159e308", CODEC_EENCODING, NULL), /* rounds to infinity */
+        JC("1e400", CODEC_EENCODING, NULL),
+        JC("-1e400", CODEC_EENCODING, NULL),
+        JC("[1e99999999999999999999]", CODEC_EENCODING, NULL),
+        JC("9007199254740993", CODEC_OK, NULL),
+        JC("9007199254740993.0", CODEC_OK, NULL), /* 2^53 + 1: strtod's rounding */
+        JC("9007199254740992e-22", CODEC_OK, NULL),
+        JC("12345678901234567890e-5", CODEC_OK, NULL),
+        JC("0.12345678901234567890123", CODEC_OK, NULL),
+        JC("123456789012345678901234567890e-10", CODEC_OK, NULL),
+        JC("1e23", CODEC_OK, NULL),
+        JC("8.98846567431158e307", CODEC_OK, NULL),
+        JC("2.2250738585072011e-308", CODEC_OK, NULL),
+        JC("9223372036854775807", CODEC_OK, NULL),
+        JC("-9223372036854775808", CODEC_OK, NULL),
+        JC("9223372036854775808", CODEC_ERANGE, ""),
+        JC("-9223372036854775809", CODEC_ERANGE, ""),
+        JC("18446744073709551615", CODEC_ERANGE, ""),
+        JC("18446744073709551616", CODEC_ERANGE, ""),
+        JC("123456789012345678901234567890", CODEC_ERANGE, ""),
+        JC("[1,{\"a\":[2,-99999999999999999999]}]", CODEC_ERANGE, "[1].a[1]"),
+        JC("[99999999999999999999\xc3\xa9]", CODEC_ERANGE, "[0]"), /* then an invalid token */
+        JC("[99999999999999999999\xff]", CODEC_EENCODING, NULL),   /* jansson read the \xff first */
+        JC("[99999999999999999999\xc3]", CODEC_EENCODING, NULL),
+        JC("[1e400, 99999999999999999999]", CODEC_EENCODING, NULL), /* the first error wins */
+        JC("[99999999999999999999, 1e400]", CODEC_ERANGE, "[0]"),
+        JC("01", CODEC_EENCODING, NULL),
+        JC("-01", CODEC_EENCODING, NULL),
+        JC("00", CODEC_EENCODING, NULL),
+        JC("+1", CODEC_EENCODING, NULL),
+        JC("-", CODEC_EENCODING, NULL),
+        JC("-a", CODEC_EENCODING, NULL),
+        JC("1.", CODEC_EENCODING, NULL),
+        JC("1.e5", CODEC_EENCODING, NULL),
+        JC(".5", CODEC_EENCODING, NULL),
+        JC("1e", CODEC_EENCODING, NULL),
+        JC("1e+", CODEC_EENCODING, NULL),
+        JC("1e-x", CODEC_EENCODING, NULL),
+        JC("0x10", CODEC_EENCODING, NULL),
+        JC("1_000", CODEC_EENCODING, NULL),
+        JC("-Infinity", CODEC_EENCODING, NULL),
+        JC("[NaN]", CODEC_EENCODING, NULL),
+        /* strings */
+        JC("\"\"", CODEC_OK, NULL),
+        JC("\"a much longer plain ASCII string, past the 8-byte words\"", CODEC_OK, NULL),
+        JC("\"0123456789abcdef\\n0123456789abcdef\\\"x\"", CODEC_OK, NULL),
+        JC("\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"", CODEC_OK, NULL),
+        JC("\"\\u0000\"", CODEC_OK, NULL),
+        JC("\"a\\u0000b\\u0000\"", CODEC_OK, NULL),
+        JC("\"\\u0041\\u00e9\\u20AC\\uFFFF\\uffff\"", CODEC_OK, NULL),
+        JC("\"\\ud83d\\ude00\\uD83D\\uDE00\"", CODEC_OK, NULL),
+        JC("\"\\udbff\\udfff\"", CODEC_OK, NULL), /* U+10FFFF */
+        JC("\"\\ud800\\udc00\"", CODEC_OK, NULL), /* U+10000 */
+        JC("\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\"", CODEC_OK, NULL),
+        JC("\"\x7f\"", CODEC_OK, NULL), /* DEL is not a control character here */
+        JC("\"\\ud83d\"", CODEC_EENCODING, NULL),
+        JC("\"\\ude00\"", CODEC_EENCODING, NULL),
+        JC("\"\\ude00\\ud83d\"", CODEC_EENCODING, NULL),
+        JC("\"\\ud83dx\"", CODEC_EENCODING, NULL),
+        JC("\"\\ud83d\\n\"", CODEC_EENCODING, NULL),
+        JC("\"\\ud83d\\u0041\"", CODEC_EENCODING, NULL),
+        JC("\"\\ud83d\\ud83d\"", CODEC_EENCODING, NULL),
+        JC("\"\\ud83d\\u12\"", CODEC_EENCODING, NULL),
+        JC("\"\\ud83d\\", CODEC_EENCODING, NULL),
+        JC("\"\\u12\"", CODEC_EENCODING, NULL),
+        JC("\"\\u12", CODEC_EENCODING, NULL),
+        JC("\"\\uZZZZ\"", CODEC_EENCODING, NULL),
+        JC("\"\\U0041\"", CODEC_EENCODING, NULL),
+        JC("\"\\a\"", CODEC_EENCODING, NULL),
+        JC("\"\\x41\"", CODEC_EENCODING, NULL),
+        JC("\"\\'\"", CODEC_EENCODING, NULL),
+        JC("\"abc\\", CODEC_EENCODING, NULL),
+        JC("\"abc\\\"", CODEC_EENCODING, NULL),
+        JC("\"\x1f\"", CODEC_EENCODING, NULL),
+        JC("\"\t\"", CODEC_EENCODING, NULL),
+        JC("\"line\nbreak\"", CODEC_EENCODING, NULL),
+        JC("\"a\0b\"", CODEC_EENCODING, NULL),
+        JC("\"\x80\"", CODEC_EENCODING, NULL),
+        JC("\"\xc1\xbf\"", CODEC_EENCODING, NULL),
+        JC("\"\xe0\x9f\xbf\"", CODEC_EENCODING, NULL),
+        JC("\"\xf0\x8f\xbf\xbf\"", CODEC_EENCODING, NULL),
+        JC("\"\xf5\x80\x80\x80\"", CODEC_EENCODING, NULL),
+        JC("\"\xed\xbf\xbf\"", CODEC_EENCODING, NULL),
+        JC("\"01234567\xc3\"", CODEC_EENCODING, NULL),
+        JC("\"01234567\xc3", CODEC_EENCODING, NULL),
+        JC("\"unterminated, and longer than a word", CODEC_EENCODING, NULL),
+        JC("'a'", CODEC_EENCODING, NULL),
+        JC("{\"a\\u0000\":1}", CODEC_EENCODING, NULL), /* NUL in a key */
+        JC("{\"\\u0000\":1,\"\\u0000\":2}", CODEC_EENCODING, NULL),
+        JC("{\"\\u0001\":1}", CODEC_OK, NULL),
+        /* literals and whitespace */
+        JC("[true,false,null]", CODEC_OK, NULL),
+        JC(" \t\r\n[ 1 , 2 ]\n\t\r ", CODEC_OK, NULL),
+        JC("{ \"a\" : 1 , \"b\" : [ ] , \"c\" : { } }", CODEC_OK, NULL),
+        JC("tru", CODEC_EENCODING, NULL),
+        JC("truex", CODEC_EENCODING, NULL),
+        JC("True", CODEC_EENCODING, NULL),
+        JC("nul", CODEC_EENCODING, NULL),
+        JC("nulll", CODEC_EENCODING, NULL),
+        JC("[falsey]", CODEC_EENCODING, NULL),
+        JC("\f1", CODEC_EENCODING, NULL), /* form feed is not whitespace */
+        JC("\v1", CODEC_EENCODING, NULL),
+        JC("[1]\xc2\xa0", CODEC_EENCODING, NULL), /* nor is U+00A0 */
+        JC("\xc3\xa9", CODEC_EENCODING, NULL),
+        JC("\xff", CODEC_EENCODING, NULL),
+        /* structure */
+        JC("[]", CODEC_OK, NULL),
+        JC("{}", CODEC_OK, NULL),
+        JC("[[],[[]],{},{\"\":{}}]", CODEC_OK, NULL),
+        JC("[1,]", CODEC_EENCODING, NULL),
+        JC("[,1]", CODEC_EENCODING, NULL),
+        JC("[,]", CODEC_EENCODING, NULL),
+        JC("{,}", CODEC_EENCODING, NULL),
+        JC("{\"a\" 1}", CODEC_EENCODING, NULL),
+        JC("{\"a\":}", CODEC_EENCODING, NULL),
+        JC("{\"a\"}", CODEC_EENCODING, NULL),
+        JC("{1:1}", CODEC_EENCODING, NULL),
+        JC("{null:1}", CODEC_EENCODING, NULL),
+        JC("[1 2]", CODEC_EENCODING, NULL),
+        JC("{\"a\":1 \"b\":2}", CODEC_EENCODING, NULL),
+        JC("{\"a\":1,}", CODEC_EENCODING, NULL),
+        JC("[}", CODEC_EENCODING, NULL),
+        JC("{]", CODEC_EENCODING, NULL),
+        JC("[]]", CODEC_EENCODING, NULL),
+        JC("{}}", CODEC_EENCODING, NULL),
+        JC("]", CODEC_EENCODING, NULL),
+        JC("}", CODEC_EENCODING, NULL),
+        JC(":", CODEC_EENCODING, NULL),
+        JC(",", CODEC_EENCODING, NULL),
+        JC("[", CODEC_EENCODING, NULL),
+        JC("[1", CODEC_EENCODING, NULL),
+        JC("[1,", CODEC_EENCODING, NULL),
+        JC("{\"a\"", CODEC_EENCODING, NULL),
+        JC("{\"a\":", CODEC_EENCODING, NULL),
+        JC("{\"a\":1", CODEC_EENCODING, NULL),
+        JC("1 2", CODEC_EENCODING, NULL),
+        JC("\"a\"\"b\"", CODEC_EENCODING, NULL),
+        JC("{}[]", CODEC_EENCODING, NULL),
+        JC("{}\0", CODEC_EENCODING, NULL),
+        JC("\0", CODEC_EENCODING, NULL),
+        /* jansson read the token after a value before checking it: an integer out
+         * of range where it is not expected is a range error, at jansson's place */
+        JC("1 99999999999999999999", CODEC_ERANGE, ""),
+        JC("{} -99999999999999999999", CODEC_ERANGE, ""),
+        JC("[1 99999999999999999999]", CODEC_ERANGE, "[0]"),
+        JC("[[1],[2] 99999999999999999999]", CODEC_ERANGE, "[1]"),
+        JC("[9223372036854775807,922-92233720368547758093372036854775808]", CODEC_ERANGE, "[1]"),
+        JC("{\"a\":1 99999999999999999999}", CODEC_ERANGE, "a"),
+        JC("{\"a\" 99999999999999999999}", CODEC_ERANGE, "a"),
+        JC("{99999999999999999999:1}", CODEC_ERANGE, ""),
+        JC("{\"x\":[{99999999999999999999:1}]}", CODEC_ERANGE, "x[0]."),
+        JC("{\"a\":1,99999999999999999999}", CODEC_ERANGE, "a"),
+        JC("[1 2 99999999999999999999]", CODEC_EENCODING, NULL),
+        JC("[1 1e400]", CODEC_EENCODING, NULL),
+        JC("[1 99999999999999999999\xff]", CODEC_EENCODING, NULL),
+        JC("[1 -]", CODEC_EENCODING, NULL),
+        /* duplicate keys */
+        JC("{\"a\":1,\"a\":2}", CODEC_EDUPKEY, "a"),
+        JC("{\"a\":1,\"a\"", CODEC_EDUPKEY, "a"),  /* found before the ':' */
+        JC("{\"a\":1,\"a\":", CODEC_EDUPKEY, "a"), /* and before the value */
+        JC("{\"a\":1,\"a\" x", CODEC_EDUPKEY, "a"),
+        JC("[[[{\"a\":{\"b\":[{\"c\":1,\"c\":2}]}}]]]", CODEC_EDUPKEY, "[0][0][0].a.b[0].c"),
+        JC("[{},{\"k\":{\"a\":[1,{\"x\":{},\"y\":0,\"x\":[]}]}}]", CODEC_EDUPKEY, "[1].k.a[1].x"),
+        JC("{\"a\":{\"b\":1},\"a\":{\"b\":1,\"b\":2}}", CODEC_EDUPKEY, "a"),
+        JC("{\"a\":{\"b\":1,\"b\":2},\"a\":1}", CODEC_EDUPKEY, "a.b"),
+        JC("{\"a\":{\"a\":{\"a\":1}}}", CODEC_OK, NULL), /* the same key in nested objects */
+        JC("[{\"a\":1},{\"a\":1}]", CODEC_OK, NULL),
+        JC("{\"a\":1,\"A\":2,\"a \":3,\"\":4}", CODEC_OK, NULL),
+        JC("{\"\\u0061\":1,\"a\":2}", CODEC_EDUPKEY, "a"),
+        JC("{\"a\":1,\"a\":99999999999999999999}", CODEC_EDUPKEY, "a"),
+        JC("{\"a\":99999999999999999999,\"a\":1}", CODEC_ERANGE, "a"),
+        JC("{\"a\":1,\"a\":2,\"b\":[1,}", CODEC_EDUPKEY, "a"), /* the first error wins */
+        JC("{\"a\":1,\"b\":[1,],\"a\":2}", CODEC_EENCODING, NULL),
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "case %zu", i);
+        check_json_case(what, (const uint8_t *)cases[i].body, cases[i].len, cases[i].rc,
+                        cases[i].location);
+    }
+}
+
+/* Values the table above only compares with jansson. */
+static void test_json_values(void **state)
+{
+    struct parsed p;
+    parse_fmt(&p, FORMAT_JSON, B("[-0, -0.0, 1e-400, -1e-400, 0.1, 9007199254740993.0, 1e23]"));
+    assert_int_equal(p.rc, CODEC_OK);
+    const struct val *x = p.v->arr.items;
+    assert_int_equal(x[0].type, VAL_UINT);
+    assert_true(x[0].u == 0);
+    assert_int_equal(x[1].type, VAL_FLOAT);
+    assert_true(x[1].f == 0.0 && signbit(x[1].f));
+    assert_true(x[2].f == 0.0 && !signbit(x[2].f));
+    assert_true(x[3].f == 0.0 && signbit(x[3].f));
+    assert_true(x[4].f == 0.1);
+    assert_true(x[5].f == 9007199254740992.0); /* ties to even */
+    assert_true(x[6].f == 1e23);
+    parsed_free(&p);
+
+    /* strings are NUL-terminated in the arena, U+0000 included */
+    parse_fmt(&p, FORMAT_JSON, B("{\"k\\n\":\"a\\u0000\\u00e9\"}"));
+    assert_int_equal(p.rc, CODEC_OK);
+    assert_int_equal(p.v->map.items[0].key_len, 2);
+    assert_string_equal(p.v->map.items[0].key, "k\n");
+    const struct val *s = &p.v->map.items[0].v;
+    assert_int_equal(s->s.n, 4);
+    assert_memory_equal(s->s.p, "a\0\xc3\xa9\0", 5);
+    parsed_free(&p);
+
+    /* the range error names the side it fell off */
+    parse_fmt(&p, FORMAT_JSON, B("{\"a\":\n -9223372036854775809}"));
+    assert_int_equal(p.rc, CODEC_ERANGE);
+    assert_string_equal(p.location, "a");
+    assert_non_null(strstr(p.detail, "line 2"));
+    assert_non_null(strstr(p.detail, "below -2^63"));
+    parsed_free(&p);
+
+    /* jansson accepted a NUL byte right after a number or a literal (a bug of
+     * its stream: "[1\0]" read as [1]); here it is an error like any raw NUL */
+    parse_fmt(&p, FORMAT_JSON, B("[1\0]"));
+    assert_int_equal(p.rc, CODEC_EENCODING);
+    parsed_free(&p);
+    parse_fmt(&p, FORMAT_JSON, B("true\0"));
+    assert_int_equal(p.rc, CODEC_EENCODING);
+    parsed_free(&p);
+    parse_fmt(&p, FORMAT_JSON, B("{\"a\":1.5\0}"));
+    assert_int_equal(p.rc, CODEC_EENCODING);
+    parsed_free(&p);
+
+    /* the example of docs/api.md */
+    parse_fmt(&p, FORMAT_JSON, B("{\"namespace\":"));
+    assert_string_equal(p.detail,
+                        "invalid JSON at line 1 column 13: unexpected token near end of file");
+    parsed_free(&p);
+    parse_fmt(&p, FORMAT_JSON, B("[1,\n 2,\n x]"));
+    assert_string_equal(p.detail, "invalid JSON at line 3 column 2: invalid token near 'x'");
+    parsed_free(&p);
+}
+
+/* Containers bigger than the parser's stack scratch, and objects past the
+ * linear duplicate search, several of them open at once. */
+static void test_json_big_containers(void **state)
+{
+    struct buf b = BUF_INIT;
+    char tmp[64];
+    /* [[0..999], {k0..k299: [..]}, ...] nested three levels */
+    buf_put(&b, "[", 1);
+    for (int outer = 0; outer < 3; outer++) {
+        buf_put(&b, outer ? ",{" : "{", outer ? 2 : 1);
+        for (int k = 0; k < 300; k++) {
+            int n = snprintf(tmp, sizeof tmp, "%s\"k%d\":[", k ? "," : "", k);
+            buf_put(&b, tmp, (size_t)n);
+            for (int e = 0; e < (k % 7 == 0 ? 200 : 2); e++) {
+                n = snprintf(tmp, sizeof tmp, "%s%d", e ? "," : "", e - 100);
+                buf_put(&b, tmp, (size_t)n);
+            }
+            buf_put(&b, "]", 1);
+        }
+        buf_put(&b, "}", 1);
+    }
+    buf_put(&b, "]", 1);
+    check_json_case("big", b.data, b.len, CODEC_OK, NULL);
+
+    /* one duplicate, deep inside the third object's k150 */
+    b.len = 0;
+    buf_put(&b, "{\"outer\":[", 10);
+    for (int i = 0; i < 3; i++) {
+        buf_put(&b, i ? ",{" : "{", i ? 2 : 1);
+        for (int k = 0; k < 40; k++) {
+            int n = snprintf(tmp, sizeof tmp, "%s\"k%d\":", k ? "," : "", k);
+            buf_put(&b, tmp, (size_t)n);
+            if (i == 2 && k == 30) {
+                buf_put(&b, "{", 1);
+                for (int j = 0; j < 25; j++) {
+                    n = snprintf(tmp, sizeof tmp, "\"j%d\":%d,", j, j);
+                    buf_put(&b, tmp, (size_t)n);
+                }
+                buf_put(&b, "\"j17\":0}", 8);
+            } else {
+                buf_put(&b, "0", 1);
+            }
+        }
+        buf_put(&b, "}", 1);
+    }
+    buf_put(&b, "]}", 2);
+    check_json_case("dup deep", b.data, b.len, CODEC_EDUPKEY, "outer[2].k30.j17");
+
+    /* 17 keys: the first past the linear search, no duplicate */
+    b.len = 0;
+    buf_put(&b, "{", 1);
+    for (int k = 0; k < 17; k++) {
+        int n = snprintf(tmp, sizeof tmp, "%s\"%c\":%d", k ? "," : "", 'a' + k, k);
+        buf_put(&b, tmp, (size_t)n);
+    }
+    buf_put(&b, "}", 1);
+    check_json_case("17 keys", b.data, b.len, CODEC_OK, NULL);
+    b.data[b.len - 1] = ',';
+    buf_put(&b, "\"a\":1}", 6);
+    check_json_case("17 keys + a", b.data, b.len, CODEC_EDUPKEY, "a");
+    buf_free(&b);
+}
+
+/* Nesting: within the limit, one past it at the start, at the end, and
+ * after an error that alone would be a 422 (the jansson era checked depth
+ * over the whole body first). */
+static void test_json_depth_limits(void **state)
+{
+    char doc[1024], deep[128];
+    nested(deep, CODEC_MAX_DEPTH + 1, '[', ']');
+
+    strcpy(doc, "");
+    for (int i = 0; i < CODEC_MAX_DEPTH; i++)
+        strcat(doc, "{\"a\":");
+    strcat(doc, "99999999999999999999");
+    for (int i = 0; i < CODEC_MAX_DEPTH; i++)
+        strcat(doc, "}");
+    char where[512] = "a";
+    for (int i = 1; i < CODEC_MAX_DEPTH; i++)
+        strcat(where, ".a");
+    check_json_case("big at depth 32", (const uint8_t *)doc, strlen(doc), CODEC_ERANGE, where);
+
+    strcpy(doc, "");
+    for (int i = 0; i < CODEC_MAX_DEPTH - 1; i++)
+        strcat(doc, "{\"a\":[");
+    strcat(doc, "{\"x\":1,\"x\":2}");
+    for (int i = 0; i < CODEC_MAX_DEPTH - 1; i++)
+        strcat(doc, "]}");
+    /* 63 levels: too deep before the duplicate */
+    check_json_case("deep dup", (const uint8_t *)doc, strlen(doc), CODEC_EENCODING, NULL);
+
+    strcpy(doc, "");
+    for (int i = 0; i < CODEC_MAX_DEPTH / 2 - 1; i++)
+        strcat(doc, "{\"a\":[");
+    strcat(doc, "{\"x\":1,\"x\":2}");
+    for (int i = 0; i < CODEC_MAX_DEPTH / 2 - 1; i++)
+        strcat(doc, "]}");
+    strcpy(where, "");
+    for (int i = 0; i < CODEC_MAX_DEPTH / 2 - 1; i++)
+        strcat(where, i ? ".a[0]" : "a[0]");
+    strcat(where, ".x");
+    check_json_case("dup at depth 31", (const uint8_t *)doc, strlen(doc), CODEC_EDUPKEY, where);
+
+    snprintf(doc, sizeof doc, "{\"a\":1,\"a\":2,\"b\":%s}", deep);
+    check_json_case("dup, then too deep", (const uint8_t *)doc, strlen(doc), CODEC_EENCODING, NULL);
+    snprintf(doc, sizeof doc, "[99999999999999999999,%s]", deep);
+    check_json_case("big, then too deep", (const uint8_t *)doc, strlen(doc), CODEC_EENCODING, NULL);
+    snprintf(doc, sizeof doc, "{\"a\":1,\"a\":2} %s", deep);
+    check_json_case("dup, then deep garbage", (const uint8_t *)doc, strlen(doc), CODEC_EENCODING,
+                    NULL);
+    snprintf(doc, sizeof doc, "{\"a\":1,\"a\":2,\"b\":\"%s\"}", deep);
+    check_json_case("dup, brackets in a string", (const uint8_t *)doc, strlen(doc), CODEC_EDUPKEY,
+                    "a");
+    snprintf(doc, sizeof doc, "[1,]%s", deep);
+    check_json_case("syntax, then too deep", (const uint8_t *)doc, strlen(doc), CODEC_EENCODING,
+                    NULL);
+
+    struct parsed p;
+    parse_fmt(&p, FORMAT_JSON, (const uint8_t *)deep, strlen(deep));
+    assert_int_equal(p.rc, CODEC_EENCODING);
+    assert_string_equal(p.detail, "invalid JSON: nested deeper than 32 levels (at byte 32)");
+    parsed_free(&p);
 }
 
 /* ---- MessagePack in ------------------------------------------------------------------- */
@@ -1579,6 +2013,10 @@ int main(void)
         cmocka_unit_test(test_json_invalid),
         cmocka_unit_test(test_json_big_ints_and_nul),
         cmocka_unit_test(test_json_duplicate_keys),
+        cmocka_unit_test(test_json_table),
+        cmocka_unit_test(test_json_values),
+        cmocka_unit_test(test_json_big_containers),
+        cmocka_unit_test(test_json_depth_limits),
         cmocka_unit_test(test_msgpack_scalars),
         cmocka_unit_test(test_msgpack_documents),
         cmocka_unit_test(test_msgpack_depth),
