@@ -93,14 +93,14 @@ void arena_free(struct arena *a)
     arena_init(a);
 }
 
-static void *arena_array(struct arena *a, size_t count, size_t size)
+void *codec_arena_array(struct arena *a, size_t count, size_t size)
 {
     if (count && size > SIZE_MAX / count)
         return NULL;
     return arena_alloc(a, count * size);
 }
 
-static const char *arena_copy(struct arena *a, const void *p, size_t n)
+const char *codec_arena_copy(struct arena *a, const void *p, size_t n)
 {
     char *s = arena_alloc(a, n + 1);
     if (!s)
@@ -109,6 +109,84 @@ static const char *arena_copy(struct arena *a, const void *p, size_t n)
         memcpy(s, p, n);
     s[n] = '\0';
     return s;
+}
+
+/* ---- helpers the JSON parser and its test oracle share (codec_int.h) ------------- */
+
+/* Deepest container nesting of a body, counting brackets outside strings
+ * (the jansson-era pre-check, codec_json.c invariant 3). Exact for valid
+ * JSON; for invalid JSON any answer is fine. */
+int codec_bracket_depth(const uint8_t *p, size_t n, size_t *deep_at)
+{
+    int depth = 0, max = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max) {
+                max = depth;
+                if (max > CODEC_MAX_DEPTH) {
+                    *deep_at = i;
+                    return max;
+                }
+            }
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return max;
+}
+
+/* Four hex digits at p[at..at+4) (all before n) into *u. */
+bool codec_hex4(const uint8_t *p, size_t n, size_t at, uint32_t *u)
+{
+    if (at > n || n - at < 4)
+        return false;
+    uint32_t x = 0;
+    for (size_t h = 0; h < 4; h++) {
+        uint8_t d = p[at + h], l = (uint8_t)(d | 0x20);
+        x <<= 4;
+        if (d >= '0' && d <= '9')
+            x |= (uint32_t)(d - '0');
+        else if (l >= 'a' && l <= 'f')
+            x |= (uint32_t)(l - 'a' + 10);
+        else
+            return false;
+    }
+    *u = x;
+    return true;
+}
+
+/* Encodes code point cp (<= U+10FFFF, not a surrogate) at s; returns 1..4. */
+size_t codec_utf8_put(char *s, uint32_t cp)
+{
+    if (cp < 0x80) {
+        s[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        s[0] = (char)(0xC0 | (cp >> 6));
+        s[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        s[0] = (char)(0xE0 | (cp >> 12));
+        s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        s[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    s[0] = (char)(0xF0 | (cp >> 18));
+    s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    s[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
 }
 
 /* ---- small helpers -------------------------------------------------------------- */
@@ -365,7 +443,7 @@ static enum codec_err mp_map(struct mp_ctx *c, const msgpack_object_map *m, stru
     size_t n = m->size;
     v->type = VAL_MAP;
     v->map.n = n;
-    v->map.items = arena_array(c->a, n, sizeof *v->map.items);
+    v->map.items = codec_arena_array(c->a, n, sizeof *v->map.items);
     if (!v->map.items)
         return CODEC_ENOMEM;
     /* An open-addressing set of the keys seen so far (indices + 1), so a
@@ -375,7 +453,7 @@ static enum codec_err mp_map(struct mp_ctx *c, const msgpack_object_map *m, stru
         slots *= 2;
     uint32_t *set = NULL;
     if (n > 1) {
-        set = arena_array(c->a, slots, sizeof *set);
+        set = codec_arena_array(c->a, slots, sizeof *set);
         if (!set)
             return CODEC_ENOMEM;
         memset(set, 0, slots * sizeof *set);
@@ -413,7 +491,7 @@ static enum codec_err mp_map(struct mp_ctx *c, const msgpack_object_map *m, stru
                            "invalid MessagePack: a map key in '%s' contains a NUL byte", where);
             return CODEC_EENCODING;
         }
-        kv->key = arena_copy(c->a, kp, kn);
+        kv->key = codec_arena_copy(c->a, kp, kn);
         kv->key_len = kn;
         if (!kv->key)
             return CODEC_ENOMEM;
@@ -472,12 +550,12 @@ static enum codec_err mp_convert(struct mp_ctx *c, const msgpack_object *o, stru
         }
         v->type = VAL_STR;
         v->s.n = o->via.str.size;
-        v->s.p = arena_copy(c->a, o->via.str.ptr, v->s.n);
+        v->s.p = codec_arena_copy(c->a, o->via.str.ptr, v->s.n);
         return v->s.p ? CODEC_OK : CODEC_ENOMEM;
     case MSGPACK_OBJECT_BIN:
         v->type = VAL_BIN;
         v->s.n = o->via.bin.size;
-        v->s.p = arena_copy(c->a, o->via.bin.ptr, v->s.n);
+        v->s.p = codec_arena_copy(c->a, o->via.bin.ptr, v->s.n);
         return v->s.p ? CODEC_OK : CODEC_ENOMEM;
     case MSGPACK_OBJECT_ARRAY: {
         if (c->path.n >= CODEC_MAX_DEPTH)
@@ -485,7 +563,7 @@ static enum codec_err mp_convert(struct mp_ctx *c, const msgpack_object *o, stru
         size_t n = o->via.array.size;
         v->type = VAL_ARRAY;
         v->arr.n = n;
-        v->arr.items = arena_array(c->a, n, sizeof *v->arr.items);
+        v->arr.items = codec_arena_array(c->a, n, sizeof *v->arr.items);
         if (!v->arr.items)
             return CODEC_ENOMEM;
         int at = c->path.n++;

@@ -66,4 +66,19 @@ struct path {
  * nothing when dst is NULL or dst_len is 0. */
 void codec_path_render(const struct path *path, char *dst, size_t dst_len);
 
+/* Helpers shared by codec.c, codec_json.c and the JSON test oracle. */
+struct arena;
+/* count * size bytes from the arena, or NULL (overflow, out of memory). */
+void *codec_arena_array(struct arena *a, size_t count, size_t size);
+/* A NUL-terminated copy of n bytes in the arena, or NULL. */
+const char *codec_arena_copy(struct arena *a, const void *p, size_t n);
+/* Deepest container nesting of a JSON text, counting brackets outside
+ * strings (exact for valid JSON); *deep_at: where it first went past
+ * CODEC_MAX_DEPTH. */
+int codec_bracket_depth(const uint8_t *p, size_t n, size_t *deep_at);
+/* Four hex digits at p[at..at+4) (all before n) into *u. */
+bool codec_hex4(const uint8_t *p, size_t n, size_t at, uint32_t *u);
+/* Encodes code point cp (<= U+10FFFF, not a surrogate) at s; returns 1..4. */
+size_t codec_utf8_put(char *s, uint32_t cp);
+
 #endif

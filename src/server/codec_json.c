@@ -34,7 +34,9 @@
  *      jansson skipped a NUL byte right after a number or a literal ("[1\0]"
  *      was [1]); here every raw NUL is an error.
  *   4. An integer literal (no '.', no exponent) is VAL_UINT when >= 0 ("-0"
- *      included) and VAL_INT when < 0; any other number is VAL_FLOAT with
+ *      included; up to 2^64 - 1, where jansson stopped at 2^63 - 1: the one
+ *      difference in kind from the oracle) and VAL_INT when < 0 (down to
+ *      -2^63); any other number is VAL_FLOAT with
  *      strtod's value in the C locale, and an overflow to infinity is an
  *      encoding error ("real number overflow", as jansson).
  *   5. Duplicate keys: an object's keys are compared linearly while it has
@@ -146,36 +148,6 @@ static void current_path(const struct parser *ps, struct path *path, bool after_
     }
 }
 
-/* Deepest container nesting of a body, counting brackets outside strings
- * (the jansson-era pre-check, invariant 3). Exact for valid JSON. */
-static int bracket_depth(const uint8_t *p, size_t n, size_t *deep_at)
-{
-    int depth = 0, max = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max) {
-                max = depth;
-                if (max > CODEC_MAX_DEPTH) {
-                    *deep_at = i;
-                    return max;
-                }
-            }
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            depth--;
-        }
-    }
-    return max;
-}
-
 /* ---- scratch vectors ------------------------------------------------------------------ */
 
 /* vec (cap elements of size each) with twice the room, moved off the C
@@ -214,51 +186,6 @@ static inline bool plain_word(uint64_t x)
     uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
     uint64_t t = ((q - ones) & ~q) | ((b - ones) & ~b) | (x - ones * 0x20) | x;
     return (t & high) == 0;
-}
-
-/* Four hex digits at p[at..at+4) (all before n) into *u. */
-static bool hex4(const uint8_t *p, size_t n, size_t at, uint32_t *u)
-{
-    if (at > n || n - at < 4)
-        return false;
-    uint32_t x = 0;
-    for (size_t h = 0; h < 4; h++) {
-        uint8_t d = p[at + h], l = (uint8_t)(d | 0x20);
-        x <<= 4;
-        if (d >= '0' && d <= '9')
-            x |= (uint32_t)(d - '0');
-        else if (l >= 'a' && l <= 'f')
-            x |= (uint32_t)(l - 'a' + 10);
-        else
-            return false;
-    }
-    *u = x;
-    return true;
-}
-
-/* Encodes code point cp (<= U+10FFFF, not a surrogate) at s; returns 1..4. */
-static size_t utf8_put(char *s, uint32_t cp)
-{
-    if (cp < 0x80) {
-        s[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        s[0] = (char)(0xC0 | (cp >> 6));
-        s[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        s[0] = (char)(0xE0 | (cp >> 12));
-        s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        s[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    s[0] = (char)(0xF0 | (cp >> 18));
-    s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    s[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 /* The rest of a string whose bytes [start, j) are plain and p[j] is not a
@@ -309,12 +236,12 @@ static enum codec_err string_slow(struct parser *ps, size_t *ip, size_t start, s
                 continue;
             }
             uint32_t cp, lo;
-            if (!hex4(p, n, k + 2, &cp))
+            if (!codec_hex4(p, n, k + 2, &cp))
                 return fail(ps, k, false, "invalid escape");
             if (cp >= 0xD800 && cp <= 0xDBFF) {
                 if (k + 7 >= n || p[k + 6] != '\\' || p[k + 7] != 'u')
                     return fail(ps, k, false, "invalid Unicode '\\u%04X'", (unsigned)cp);
-                if (!hex4(p, n, k + 8, &lo))
+                if (!codec_hex4(p, n, k + 8, &lo))
                     return fail(ps, k + 6, false, "invalid escape");
                 if (lo < 0xDC00 || lo > 0xDFFF)
                     return fail(ps, k, false, "invalid Unicode '\\u%04X\\u%04X'", (unsigned)cp,
@@ -327,7 +254,7 @@ static enum codec_err string_slow(struct parser *ps, size_t *ip, size_t start, s
                 k += 6;
             }
             nul |= cp == 0;
-            o += utf8_put(s + o, cp);
+            o += codec_utf8_put(s + o, cp);
             continue;
         }
         if (c < 0x20)
@@ -477,8 +404,8 @@ static enum codec_err parse_number(struct parser *ps, size_t *ip, struct val *v,
         for (size_t k = int_at; k < int_end && !over; k++)
             over = __builtin_mul_overflow(u, 10, &u) ||
                    __builtin_add_overflow(u, (uint64_t)(p[k] - '0'), &u);
-        if (!over && u > (uint64_t)INT64_MAX + (neg ? 1 : 0))
-            over = true;
+        if (!over && neg && u > (uint64_t)INT64_MAX + 1)
+            over = true; /* non-negative: any u64 (API.md §2: offsets are u64) */
         if (!over) {
             if (neg && u) {
                 v->type = VAL_INT;
@@ -506,7 +433,7 @@ static enum codec_err parse_number(struct parser *ps, size_t *ip, struct val *v,
             }
             codec_set_text(ps->detail, ps->detail_len,
                            "the integer at line %zu column %zu is out of range (%s)", line, column,
-                           neg ? "below -2^63" : "above 2^63 - 1");
+                           neg ? "below -2^63" : "above 2^64 - 1");
         }
         return CODEC_ERANGE;
     }
@@ -845,7 +772,7 @@ enum codec_err codec_parse_json(const uint8_t *body, size_t len, struct arena *a
         *out = v;
     } else if (rc == CODEC_EDUPKEY || rc == CODEC_ERANGE) {
         size_t deep_at = 0;
-        if (bracket_depth(body, len, &deep_at) > CODEC_MAX_DEPTH) { /* invariant 3 */
+        if (codec_bracket_depth(body, len, &deep_at) > CODEC_MAX_DEPTH) { /* invariant 3 */
             codec_set_text(location, location_len, "%s", "");
             codec_set_text(detail, detail_len,
                            "invalid JSON: nested deeper than %d levels (at byte %zu)",

@@ -52,7 +52,7 @@ struct http_req {
     bool suspended;
     bool parked;
     bool too_big;
-    uint64_t dropped; /* body bytes read and dropped after too_big */
+    uint64_t dropped;               /* body bytes read and dropped after too_big */
     struct http_req *prev, *next;   /* on s->durable or s->polls while parked */
     struct http_req **list;         /* which of the two */
     struct http_req *tprev, *tnext; /* a poll: on its topic's list (*tslot) */
@@ -192,6 +192,16 @@ static enum MHD_Result send_error(struct http_req *r, enum codec_format fmt, int
 
 /* ---- one attempt of an operation --------------------------------------------------- */
 
+/* The journal failed before the request's writes were durable: 503. */
+static void answer_storage_failed(struct http_req *r)
+{
+    out_free(&r->call.out);
+    out_init(&r->call.out, r->call.fmt);
+    api_error_body(&r->call.out, "storage_unavailable",
+                   "The message log cannot be written; nothing was acknowledged.", NULL);
+    r->call.status = 503;
+}
+
 /* Run the operation once. Returns true when the response is READY. */
 static bool attempt(struct http_req *r)
 {
@@ -215,13 +225,8 @@ static bool attempt(struct http_req *r)
         park(r);
         return false;
     }
-    if (failed) {
-        out_free(&r->call.out);
-        out_init(&r->call.out, r->call.fmt);
-        api_error_body(&r->call.out, "storage_unavailable",
-                       "The message log cannot be written; nothing was acknowledged.", NULL);
-        r->call.status = 503;
-    }
+    if (failed)
+        answer_storage_failed(r);
     unpark(r);
     r->state = RS_READY;
     return true;
@@ -317,8 +322,8 @@ static enum MHD_Result first_call(struct http_req *r, const char *url, const cha
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     (void)version;
     struct server *s = cls;
@@ -377,8 +382,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->req_fmt == FORMAT_MSGPACK
                 ? codec_parse_msgpack(r->body.data, r->body.len, &r->arena, &v, detail,
                                       sizeof detail, location, sizeof location)
-                : codec_parse_json(r->body.data, r->body.len, &r->arena, &v, detail,
-                                   sizeof detail, location, sizeof location);
+                : codec_parse_json(r->body.data, r->body.len, &r->arena, &v, detail, sizeof detail,
+                                   location, sizeof location);
         if (ce == CODEC_EDUPKEY || ce == CODEC_ERANGE) {
             struct out o;
             out_init(&o, r->call.fmt);
@@ -478,13 +483,8 @@ static uint64_t service_parked(struct server *s, unsigned *resumed)
         bool failed;
         if (!broker_is_durable(s->b, &r->call.wait, &failed))
             continue;
-        if (failed) {
-            out_free(&r->call.out);
-            out_init(&r->call.out, r->call.fmt);
-            api_error_body(&r->call.out, "storage_unavailable",
-                           "The message log cannot be written; nothing was acknowledged.", NULL);
-            r->call.status = 503;
-        }
+        if (failed)
+            answer_storage_failed(r);
         unpark(r);
         r->state = RS_READY;
         resume_ready(r, resumed);
@@ -588,8 +588,7 @@ void server_wake(void *arg)
     (void)w; /* EAGAIN: a wake-up is pending already */
 }
 
-int server_start(const struct server_config *cfg, struct broker *b, int wakefd,
-                 struct server **out)
+int server_start(const struct server_config *cfg, struct broker *b, int wakefd, struct server **out)
 {
     struct server *s = calloc(1, sizeof *s);
     if (!s)
@@ -611,11 +610,10 @@ int server_start(const struct server_config *cfg, struct broker *b, int wakefd,
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)10000,
-                              MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_END);
+    s->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)10000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_END);
     if (!s->mhd) {
         log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
         free(s);
@@ -668,8 +666,8 @@ int server_run(struct server *s)
         if (MHD_get_timeout(s->mhd, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)timeout)
             timeout = (int)mt;
         if (next != UINT64_MAX)
-            timeout = next <= now ? 0 : (next - now < (uint64_t)timeout ? (int)(next - now)
-                                                                          : timeout);
+            timeout =
+                next <= now ? 0 : (next - now < (uint64_t)timeout ? (int)(next - now) : timeout);
         if (s->stopping)
             timeout = timeout > 50 ? 50 : timeout;
         struct epoll_event evs[8];

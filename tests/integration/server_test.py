@@ -619,9 +619,9 @@ def invalid_data_422_with_location():
 
 @test
 def json_u64_integers_are_data_errors():
-    # BUG: API.md §2: offsets and durations are u64 and a value over a field's bound is 422
-    # ("never overflow"); §1: invalid_encoding is for a body that is not valid JSON. An
-    # integer above 2^63-1 is valid JSON but is answered 400 invalid_encoding.
+    # API.md §2: offsets and durations are u64 and a value over a field's bound is 422
+    # ("never overflow"); §1: invalid_encoding is only for a body that is not valid JSON.
+    # Any u64 reads as an integer (as in MessagePack); above 2^64 - 1 it is 422 too.
     with Server() as s:
         s.ok("v1.msgs.publish", {"topic": "u64", "msgs": [{"value": "x"}]})
         for num, loc in (("18446744073709551615", "lease_duration_ms"), ("9223372036854775808", "lease_duration_ms"),
@@ -629,6 +629,12 @@ def json_u64_integers_are_data_errors():
             raw = ('{"topic":"u64","consumer_group":"g","%s":%s}' % (loc, num)).encode()
             expect_error(s.call("v1.msgs.stream.receive", raw=raw), 422, "invalid_data", location=loc,
                          what="%s = %s" % (loc, num))
+        # an offset above 2^63 - 1 is an offset, in JSON as in MessagePack
+        for fmt in ("json", "msgpack") if msgpack else ("json",):
+            raw = b'{"topic":"u64~0","consumer_group":"big","offset":9223372036854775808}'
+            if fmt == "msgpack":
+                raw = msgpack.packb({"topic": "u64~0", "consumer_group": "big", "offset": 2 ** 63})
+            eq(s.call("v1.msgs.stream.seek", raw=raw, fmt=fmt).status, 200, "seek to 2^63 (%s)" % fmt)
 
 
 @test

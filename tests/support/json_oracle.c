@@ -16,100 +16,6 @@
 
 #include "server/codec_int.h"
 
-static void *arena_array(struct arena *a, size_t count, size_t size)
-{
-    if (count && size > SIZE_MAX / count)
-        return NULL;
-    return arena_alloc(a, count * size);
-}
-
-static const char *arena_copy(struct arena *a, const void *p, size_t n)
-{
-    char *s = arena_alloc(a, n + 1);
-    if (!s)
-        return NULL;
-    if (n)
-        memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
-}
-
-/* Deepest container nesting of a JSON text, counting brackets outside
- * strings. Exact for valid JSON; for invalid JSON any answer is fine, jansson
- * rejects it (and its own limit of 2048 levels protects the stack). */
-static int json_depth(const uint8_t *p, size_t n, size_t *deep_at)
-{
-    int depth = 0, max = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max) {
-                max = depth;
-                if (max > CODEC_MAX_DEPTH) {
-                    *deep_at = i;
-                    return max;
-                }
-            }
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            depth--;
-        }
-    }
-    return max;
-}
-
-/* Four hex digits at p[at..at+4) (all before end) into *u. */
-static bool hex4(const uint8_t *p, size_t end, size_t at, uint32_t *u)
-{
-    if (at > end || end - at < 4)
-        return false;
-    uint32_t x = 0;
-    for (size_t h = 0; h < 4; h++) {
-        uint8_t d = p[at + h], l = (uint8_t)(d | 0x20);
-        x <<= 4;
-        if (d >= '0' && d <= '9')
-            x |= (uint32_t)(d - '0');
-        else if (l >= 'a' && l <= 'f')
-            x |= (uint32_t)(l - 'a' + 10);
-        else
-            return false;
-    }
-    *u = x;
-    return true;
-}
-
-/* Encodes code point cp (<= U+10FFFF, not a surrogate) at s; returns 1..4. */
-static size_t utf8_put(char *s, uint32_t cp)
-{
-    if (cp < 0x80) {
-        s[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        s[0] = (char)(0xC0 | (cp >> 6));
-        s[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        s[0] = (char)(0xE0 | (cp >> 12));
-        s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        s[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    s[0] = (char)(0xF0 | (cp >> 18));
-    s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    s[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Decodes the JSON string token starting at p[*i] (the opening quote) into
  * the arena, for a location. Advances *i past the closing quote. The text
  * up to jansson's error position is valid JSON, so escapes are well formed;
@@ -140,19 +46,19 @@ static const char *json_scan_string(const uint8_t *p, size_t n, size_t *i, struc
         case 't': s[o++] = '\t'; break;
         case 'u': {
             uint32_t cp, lo;
-            if (!hex4(p, end, k + 1, &cp)) {
+            if (!codec_hex4(p, end, k + 1, &cp)) {
                 s[o++] = 'u';
                 break;
             }
             k += 4;
             if (cp >= 0xD800 && cp <= 0xDBFF && k + 2 < end && p[k + 1] == '\\' &&
-                p[k + 2] == 'u' && hex4(p, end, k + 3, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
+                p[k + 2] == 'u' && codec_hex4(p, end, k + 3, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 k += 6;
             } else if (cp >= 0xD800 && cp <= 0xDFFF) {
                 cp = 0xFFFD; /* a lone surrogate (jansson rejects those anyway) */
             }
-            o += utf8_put(s + o, cp);
+            o += codec_utf8_put(s + o, cp);
             break;
         }
         default: s[o++] = (char)e; break;
@@ -251,7 +157,7 @@ static enum codec_err json_convert(json_t *j, struct val *v, struct arena *a, in
     case JSON_STRING: {
         v->type = VAL_STR;
         v->s.n = json_string_length(j);
-        v->s.p = arena_copy(a, json_string_value(j), v->s.n);
+        v->s.p = codec_arena_copy(a, json_string_value(j), v->s.n);
         return v->s.p ? CODEC_OK : CODEC_ENOMEM;
     }
     case JSON_ARRAY: {
@@ -260,7 +166,7 @@ static enum codec_err json_convert(json_t *j, struct val *v, struct arena *a, in
         size_t n = json_array_size(j);
         v->type = VAL_ARRAY;
         v->arr.n = n;
-        v->arr.items = arena_array(a, n, sizeof *v->arr.items);
+        v->arr.items = codec_arena_array(a, n, sizeof *v->arr.items);
         if (!v->arr.items)
             return CODEC_ENOMEM;
         for (size_t k = 0; k < n; k++) {
@@ -275,13 +181,13 @@ static enum codec_err json_convert(json_t *j, struct val *v, struct arena *a, in
             return CODEC_EENCODING;
         size_t n = json_object_size(j), k = 0;
         v->type = VAL_MAP;
-        v->map.items = arena_array(a, n, sizeof *v->map.items);
+        v->map.items = codec_arena_array(a, n, sizeof *v->map.items);
         if (!v->map.items)
             return CODEC_ENOMEM;
         for (void *it = json_object_iter(j); it && k < n; it = json_object_iter_next(j, it), k++) {
             struct val_kv *kv = &v->map.items[k];
             kv->key_len = json_object_iter_key_len(it);
-            kv->key = arena_copy(a, json_object_iter_key(it), kv->key_len);
+            kv->key = codec_arena_copy(a, json_object_iter_key(it), kv->key_len);
             if (!kv->key)
                 return CODEC_ENOMEM;
             enum codec_err e = json_convert(json_object_iter_value(it), &kv->v, a, depth + 1);
@@ -311,7 +217,7 @@ enum codec_err json_oracle_parse(const uint8_t *body, size_t len, struct arena *
         return CODEC_EENCODING;
     }
     size_t deep_at = 0;
-    if (json_depth(body, len, &deep_at) > CODEC_MAX_DEPTH) {
+    if (codec_bracket_depth(body, len, &deep_at) > CODEC_MAX_DEPTH) {
         codec_set_text(detail, detail_len,
                        "invalid JSON: nested deeper than %d levels (at byte %zu)", CODEC_MAX_DEPTH,
                        deep_at);
