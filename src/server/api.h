@@ -68,6 +68,13 @@ struct api_call {
     uint64_t deadline_ms;    /* monotonic ms; 0 until the first API_POLL sets it */
     uint64_t wake_ms;        /* monotonic ms worth retrying at; UINT64_MAX: only on change */
     struct broker_watch watch; /* API_POLL: the changes worth retrying for */
+    /* API_POLL of a queue or FIFO receive that found nothing available: what
+     * it asked (strings in the request's body). Until something else happens,
+     * another receive of the same group, topic and partition finds nothing
+     * either: the server tries one of them per change, not all. */
+    bool poll_empty;
+    enum broker_mode poll_mode;
+    struct broker_receive_req poll_req;
 };
 
 enum api_result { API_RESPOND, API_POLL };

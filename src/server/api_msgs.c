@@ -370,6 +370,9 @@ static enum hres receive(struct req *r, enum broker_mode mode)
             if (avail < a.want) {
                 c->wake_ms = wake_time(r, next);
                 broker_watch_init(r->b, &a.q, &c->watch);
+                c->poll_empty = avail == 0 && mode != BROKER_STREAM;
+                c->poll_mode = mode;
+                c->poll_req = a.q;
                 return H_POLL;
             }
         }

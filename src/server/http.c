@@ -461,15 +461,37 @@ static void collect_due(void *arg, void **slot)
         s->due[s->due_n++] = r; /* room for all: every poll is an active request */
 }
 
-/* Try a parked poll again if it is due; true when it became ready. */
-static bool retry_poll(struct server *s, struct http_req *r, uint64_t now, bool changed)
+enum retry { RETRY_NOT_DUE, RETRY_WAITING, RETRY_READY };
+
+/* Try a parked poll again if it is due. */
+static enum retry retry_poll(struct server *s, struct http_req *r, uint64_t now, bool changed)
 {
     if (!r->parked || r->state != RS_WAIT_POLL)
-        return false;
+        return RETRY_NOT_DUE;
     bool due = (changed && broker_watch_changed(s->b, &r->call.watch)) || s->stopping ||
                now >= r->call.wake_ms || (r->call.deadline_ms && now >= r->call.deadline_ms);
-    return due && attempt(r);
+    if (!due)
+        return RETRY_NOT_DUE;
+    return attempt(r) ? RETRY_READY : RETRY_WAITING;
 }
+
+static bool bstr_same(struct bstr a, struct bstr b)
+{
+    return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0);
+}
+
+/* True when r asks what m asked (mode, namespace, topic, partition, group)
+ * and m found nothing available (see api_call.poll_empty). */
+static bool same_empty_poll(const struct http_req *m, const struct http_req *r)
+{
+    const struct broker_receive_req *a = &m->call.poll_req, *b = &r->call.poll_req;
+    return m->call.poll_empty && m->call.poll_mode == r->call.poll_mode &&
+           a->ns.has == b->ns.has && (!a->ns.has || bstr_same(a->ns.name, b->ns.name)) &&
+           a->topic.partition == b->topic.partition && bstr_same(a->topic.name, b->topic.name) &&
+           bstr_same(a->group, b->group);
+}
+
+#define EMPTY_MEMO 16
 
 /* Retry pollers and resume what became ready. Returns the earliest time
  * (monotonic ms) a parked request wants attention, or UINT64_MAX; *resumed
@@ -520,7 +542,7 @@ static uint64_t service_parked(struct server *s, unsigned *resumed)
         uint64_t next = UINT64_MAX;
         for (struct http_req *r = s->polls, *nx; r; r = nx) {
             nx = r->next;
-            if (retry_poll(s, r, now, changed)) {
+            if (retry_poll(s, r, now, changed) == RETRY_READY) {
                 resume_ready(r, resumed);
                 continue;
             }
@@ -533,9 +555,27 @@ static uint64_t service_parked(struct server *s, unsigned *resumed)
         }
         s->polls_next = next;
     } else {
-        for (size_t k = 0; k < s->due_n; k++)
-            if (retry_poll(s, s->due[k], now, true))
-                resume_ready(s->due[k], resumed);
+        /* A worker pool long-polling one queue: a publish of one message is
+         * taken by the first receive; the next one finds nothing, and so
+         * would the rest of that group's receives — they are not tried (a
+         * herd of dry runs per publish otherwise). They keep waiting on the
+         * topic, and the next change tries them again. */
+        const struct http_req *memo[EMPTY_MEMO];
+        size_t n_memo = 0;
+        for (size_t k = 0; k < s->due_n; k++) {
+            struct http_req *r = s->due[k];
+            bool skip = false;
+            for (size_t m = 0; m < n_memo && !skip; m++)
+                skip = same_empty_poll(memo[m], r);
+            if (skip)
+                continue;
+            enum retry rr = retry_poll(s, r, now, true);
+            if (rr == RETRY_READY)
+                resume_ready(r, resumed);
+            else if (rr == RETRY_WAITING && r->state == RS_WAIT_POLL && r->call.poll_empty &&
+                     n_memo < EMPTY_MEMO)
+                memo[n_memo++] = r; /* it just found nothing */
+        }
     }
     return s->polls_next;
 }

@@ -1428,6 +1428,38 @@ def long_polls_on_many_topics_wake_by_their_own():
 
 
 @test
+def long_poll_worker_pool_on_one_queue():
+    """Many receives of one group wait on one topic (a worker pool): messages published one at a
+    time reach them one each, none is lost or doubled, none waits for its deadline."""
+    with Server() as s:
+        for mode in ("queue", "fifo"):
+            topic = "pool-" + mode
+            s.ok("v1.msgs.topic.configure", {"topic": topic, "partitions": 2})
+            n = 24
+            # parked first, so tried last in a round (another group's receive found nothing by then)
+            audit = bg(s.ok, "v1.msgs.%s.receive" % mode,
+                       {"topic": topic, "consumer_group": "audit", "batch_size": 1, "batch_wait_ms": 20000})
+            time.sleep(0.2)
+            ws = [bg(s.ok, "v1.msgs.%s.receive" % mode,
+                     {"topic": topic, "consumer_group": "workers", "batch_size": 1, "batch_wait_ms": 20000})
+                  for _ in range(n)]
+            time.sleep(0.5)  # let them park
+            check(all(th.is_alive() for th, _ in ws), "%s: a receive did not wait" % mode)
+            t0 = time.monotonic()
+            for i in range(n):
+                msg = {"value": "job%d" % i}
+                if mode == "fifo":
+                    msg["key"] = "k%d" % i
+                s.ok("v1.msgs.publish", {"topic": topic, "msgs": [msg]})
+                time.sleep(0.01)
+            got = sorted(bytes(m["value"]).decode() for th, box in ws for m in joined(th, box, 15)["msgs"])
+            eq(got, sorted("job%d" % i for i in range(n)), "%s: one job each" % mode)
+            # another group on the same topic is woken by the same publishes
+            eq([bytes(m["value"]) for m in joined(*audit, 15)["msgs"]], [b"job0"], "%s: the other group" % mode)
+            check(time.monotonic() - t0 < 8.0, "%s: the pool took %.1f s (waits were 20 s)" % (mode, time.monotonic() - t0))
+
+
+@test
 def long_poll_waits_to_fill_the_batch():
     with Server() as s:
         s.ok("v1.msgs.topic.configure", {"topic": "lpb", "partitions": 1})
