@@ -189,7 +189,8 @@ int cy_seek(cy_client *c, const char *topic, const char *group, cy_seek_kind kin
             uint64_t value);
 
 /* Dead-letter messages at once, whatever retries remain (a permanent failure):
- * copied to the group's dlq_topic and acked, or kept dead for the group. */
+ * kept dead for the group (cy_redrive brings them back) and, when the group
+ * has a dlq_topic, copied to it. */
 int cy_dead_letter(cy_client *c, cy_mode mode, const char *topic, const char *group,
                    const char *const *msg_ids, size_t n);
 

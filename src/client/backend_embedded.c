@@ -101,7 +101,10 @@ static int url_path(const char *url, char **out)
             return CY_EINVAL; /* another host, or nothing */
     }
     size_t n = strlen(p);
-    if (n == 0)
+    /* A query or a fragment means nothing here (a literal '?' or '#' in a
+     * directory name is written %3F, %23); the root directory is never a
+     * data directory. */
+    if (n == 0 || strpbrk(p, "?#") || strspn(p, "/") == n)
         return CY_EINVAL;
     char *path = malloc(n + 1);
     if (!path)

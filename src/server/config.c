@@ -196,6 +196,18 @@ void config_usage(FILE *out)
 int config_load(struct server_config *c, int argc, char **argv)
 {
     defaults(c);
+    /* --help and --version answer whatever else is wrong (a bad variable or
+     * config file must not hide the help). */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            config_usage(stdout);
+            return 1;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("coyoted %s\n", COYOTE_VERSION);
+            return 1;
+        }
+    }
     /* The INI file comes first (lowest precedence); find it in argv/env. */
     const char *ini = getenv("COYOTE_CONFIG");
     for (int i = 1; i < argc; i++) {
@@ -230,14 +242,6 @@ int config_load(struct server_config *c, int argc, char **argv)
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            config_usage(stdout);
-            return 1;
-        }
-        if (!strcmp(a, "--version")) {
-            printf("coyoted %s\n", COYOTE_VERSION);
-            return 1;
-        }
         if (strncmp(a, "--", 2)) {
             fprintf(stderr, "coyoted: unexpected argument '%s' (see --help)\n", a);
             return 2;

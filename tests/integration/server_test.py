@@ -1459,6 +1459,57 @@ def long_poll_worker_pool_on_one_queue():
             check(time.monotonic() - t0 < 8.0, "%s: the pool took %.1f s (waits were 20 s)" % (mode, time.monotonic() - t0))
 
 
+def config_line(extra=(), env=None, ini=None):
+    """Starts coyoted (port 0, fresh data dir) with these flags, COYOTE_* variables and INI text,
+    returns (exit status or None while it ran, its configuration line or all its stderr)."""
+    d = tempfile.mkdtemp(prefix="cfg-", dir=TMP_ROOT)
+    cmd = [COYOTED, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(d, "data")] + list(extra)
+    e = {k: v for k, v in os.environ.items() if not k.startswith("COYOTE_")}
+    e.update(env or {})
+    if ini is not None:
+        with open(os.path.join(d, "c.ini"), "w") as f:
+            f.write(ini)
+        cmd += ["--config", os.path.join(d, "c.ini")]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    out = []
+    for raw in proc.stderr:
+        line = raw.decode("utf-8", "replace")
+        out.append(line)
+        if "configuration:" in line:
+            proc.terminate()
+            proc.wait(10)
+            return None, line
+    proc.wait(10)
+    return proc.returncode, "".join(out) + proc.stdout.read().decode()
+
+
+@test
+def configuration_precedence_and_help():
+    """Flags override COYOTE_* variables, which override the INI file; an empty variable is
+    unset; --help and --version answer even when a variable or the file is bad."""
+    ini = "[limits]\nmax_batch = 5\nmax-lease-ms = 7000\n"
+    rc, line = config_line(ini=ini)
+    check(rc is None and " max-batch=5 " in line and " max-lease-ms=7000 " in line, "from the INI file: %s" % line)
+    rc, line = config_line(ini=ini, env={"COYOTE_MAX_BATCH": "7"})
+    check(rc is None and " max-batch=7 " in line and " max-lease-ms=7000 " in line, "env over INI: %s" % line)
+    rc, line = config_line(["--max-batch", "9"], ini=ini, env={"COYOTE_MAX_BATCH": "7"})
+    check(rc is None and " max-batch=9 " in line, "flag over env: %s" % line)
+    rc, line = config_line(ini=ini, env={"COYOTE_MAX_BATCH": ""})
+    check(rc is None and " max-batch=5 " in line, "an empty variable is unset: %s" % line)
+    rc, out = config_line(env={"COYOTE_MAX_BATCH": "abc"})
+    eq(rc, 2, "a bad variable: exit status")
+    check("COYOTE_MAX_BATCH" in out, "a bad variable is named: %r" % out)
+    rc, out = config_line(["--max-batch", "0"])
+    eq(rc, 2, "out of range: exit status")
+    for flag, want in (("--help", "Usage: coyoted"), ("--version", "coyoted ")):
+        rc, out = config_line([flag], env={"COYOTE_MAX_BATCH": "abc"})
+        eq(rc, 0, "%s with a bad variable" % flag)
+        check(want in out, "%s printed %r" % (flag, out))
+        rc, out = config_line([flag], ini="this is [not an ini\n")
+        eq(rc, 0, "%s with a bad config file" % flag)
+        check(want in out, "%s printed %r" % (flag, out))
+
+
 @test
 def long_poll_waits_to_fill_the_batch():
     with Server() as s:

@@ -1093,6 +1093,9 @@ static void test_urls_and_options(void **state)
         "file:",          "file://",           "file://otherhost/tmp/x", "file:///tmp/x%zz",
         "file:///tmp/x%", "file:///tmp/x%00y", "ftp://host/x",           "",
         "tcp://1.2.3.4",  "/tmp/plain/path",
+        /* a query or a fragment, and the root directory */
+        "file:///tmp/cy-q?x=1", "file:///tmp/cy-f#frag", "file:///", "file://localhost/",
+        "file:/", "file:////",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         c = NULL;
