@@ -68,6 +68,16 @@ static ssize_t px_pwrite(void *ctx, int fd, const void *buf, size_t n, uint64_t 
     return r < 0 ? -errno : r;
 }
 
+static int px_writeback(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    (void)ctx;
+    int r;
+    do
+        r = sync_file_range(fd, (off64_t)off, (off64_t)len, SYNC_FILE_RANGE_WRITE);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
 static int px_datasync(void *ctx, int fd)
 {
     int r;
@@ -214,6 +224,7 @@ const struct fileops fileops_posix = {
     .sync_dir = px_sync_dir,
     .list_dir = px_list_dir,
     .lock = px_lock,
+    .writeback = px_writeback,
 };
 
 int fo_write_all(const struct fileops *fo, int fd, const void *buf, size_t n, uint64_t off)

@@ -49,6 +49,11 @@ struct fileops {
     /* Exclusive advisory lock held as long as fd is open (flock LOCK_EX|LOCK_NB);
      * -EWOULDBLOCK if another process holds it. */
     int (*lock)(void *ctx, int fd);
+    /* Start writing [off, off+len) back to the disk without waiting for it
+     * (sync_file_range SYNC_FILE_RANGE_WRITE): a hint that spreads the I/O a
+     * later datasync would do at once. Durability still needs datasync. May
+     * be NULL (nothing to do). */
+    int (*writeback)(void *ctx, int fd, uint64_t off, uint64_t len);
 };
 
 /* The real thing: POSIX calls, retrying EINTR. */

@@ -59,6 +59,7 @@
 #define INDEX_SCAN_CHUNK (64 * 1024) /* bytes read at a time by load and drop_before */
 #define INDEX_BLOCK 4096             /* read cache block, aligned in the file */
 #define INDEX_REWRITE_MIN (64 * 1024)
+#define WRITEBACK_EVERY (1024 * 1024) /* index bytes between writeback hints */
 
 struct index {
     struct index_set *set;
@@ -78,6 +79,7 @@ struct index {
     uint8_t *cache; /* INDEX_BLOCK bytes, NULL unless allocated */
     uint64_t cache_first;
     uint32_t cache_n;
+    uint64_t wb_from; /* file bytes below this were handed to writeback */
     struct index *lru_prev, *lru_next; /* prev: more recently used */
 };
 
@@ -226,6 +228,14 @@ static int flush_open(struct index *ix)
     }
     ix->flushed = ix->next;
     ix->dirty = true;
+    /* Every WRITEBACK_EVERY bytes, start writing them back: a checkpoint's
+     * datasync then finds little to do, instead of flushing megabytes at once
+     * while the journal's syncs wait behind it. */
+    uint64_t end = entry_file_off(ix, ix->flushed);
+    if (set->fo->writeback && end > ix->wb_from && end - ix->wb_from >= WRITEBACK_EVERY) {
+        set->fo->writeback(set->fo->ctx, ix->fd, ix->wb_from, end - ix->wb_from); /* a hint */
+        ix->wb_from = end;
+    }
     return 0;
 }
 
@@ -814,6 +824,7 @@ static int rewrite(struct index *ix, uint64_t offset)
     adopt_fd(ix, fd);
     ix->base = offset;
     ix->dirty = false;
+    ix->wb_from = entry_file_off(ix, ix->flushed); /* the new file was synced whole */
     set->dir_dirty = true;
     free(chunk);
     rc = fo->sync_dir(fo->ctx, set->dir);

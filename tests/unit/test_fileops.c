@@ -130,6 +130,25 @@ static void test_fallocate(void **state)
     fo->close(fo->ctx, fd);
 }
 
+/* writeback is a hint: it changes no bytes, and reports a bad descriptor. */
+static void test_writeback(void **state)
+{
+    struct fixture *f = *state;
+    int fd = fo->open(fo->ctx, at(f, "wb"), O_RDWR | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    uint8_t buf[8192], back[8192];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (uint8_t)(i * 7);
+    assert_int_equal(fo_write_all(fo, fd, buf, sizeof buf, 0), 0);
+    assert_non_null(fo->writeback);
+    assert_int_equal(fo->writeback(fo->ctx, fd, 0, sizeof buf), 0);
+    assert_int_equal(fo->writeback(fo->ctx, fd, 4096, 1u << 20), 0); /* past the end: fine */
+    assert_int_equal(fo_read_full(fo, fd, back, sizeof back, 0), (ssize_t)sizeof back);
+    assert_memory_equal(back, buf, sizeof buf);
+    assert_int_equal(fo->writeback(fo->ctx, -1, 0, 10), -EBADF);
+    fo->close(fo->ctx, fd);
+}
+
 static void test_rename_unlink_mkdir_sync_dir(void **state)
 {
     struct fixture *f = *state;
@@ -312,6 +331,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_write_read_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallocate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writeback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename_unlink_mkdir_sync_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
