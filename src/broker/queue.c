@@ -234,6 +234,14 @@ static int existing_topic(struct broker_ns *ns, struct bstr name, struct topic *
     return 0;
 }
 
+/* API.md §7: an empty msg_ids answers {} at once — the topic need not exist
+ * (its name must still be one). */
+static int empty_ids(struct bstr name, struct broker_error *err)
+{
+    struct broker_topic_ref ref;
+    return broker_parse_topic_ref(name, "topic", &ref, err) ? CY_EINVAL : 0;
+}
+
 /* A group to plan with: the real one, or a fresh one the record will create. */
 static struct group *plan_group(struct topic *t, enum broker_mode mode, struct bstr name,
                                 struct group *tmp)
@@ -410,11 +418,11 @@ int broker_queue_ack(struct broker *b, enum broker_mode mode, const struct broke
     struct broker_ns *ns;
     struct topic *t;
     wait->ns = NULL;
-    if (resolve(b, req->ns, req->group, &ns, err) || existing_topic(ns, req->topic, &t, err))
+    if (resolve(b, req->ns, req->group, &ns, err))
         return CY_EINVAL;
     if (req->n_ids == 0)
-        return 0;
-    if (check_ids(t, req, err))
+        return empty_ids(req->topic, err);
+    if (existing_topic(ns, req->topic, &t, err) || check_ids(t, req, err))
         return CY_EINVAL;
     struct group *g = group_find(t, mode, req->group);
     if (!g)
@@ -432,14 +440,14 @@ int broker_queue_nack(struct broker *b, enum broker_mode mode, const struct brok
     struct broker_ns *ns;
     struct topic *t;
     wait->ns = NULL;
-    if (resolve(b, req->ns, req->group, &ns, err) || existing_topic(ns, req->topic, &t, err))
+    if (resolve(b, req->ns, req->group, &ns, err))
         return CY_EINVAL;
     if (req->has_delay && req->delay_ms > b->lim.max_delay_ms)
         return berr(err, 422, "invalid_data", "delay_ms",
                     "delay_ms must be at most %" PRIu64 " (30 days).", b->lim.max_delay_ms);
     if (req->n_ids == 0)
-        return 0;
-    if (check_ids(t, req, err))
+        return empty_ids(req->topic, err);
+    if (existing_topic(ns, req->topic, &t, err) || check_ids(t, req, err))
         return CY_EINVAL;
     struct group *g = group_find(t, mode, req->group);
     if (!g)
@@ -484,15 +492,15 @@ int broker_queue_extend(struct broker *b, enum broker_mode mode, const struct br
     struct broker_ns *ns;
     struct topic *t;
     wait->ns = NULL;
-    if (resolve(b, req->ns, req->group, &ns, err) || existing_topic(ns, req->topic, &t, err))
+    if (resolve(b, req->ns, req->group, &ns, err))
         return CY_EINVAL;
     uint64_t lease = req->has_lease ? req->lease_ms : QUEUE_DEFAULT_LEASE_MS;
     if (lease < 1 || lease > b->lim.max_lease_ms)
         return berr(err, 422, "invalid_data", "lease_duration_ms",
                     "lease_duration_ms must be between 1 and %" PRIu64 ".", b->lim.max_lease_ms);
     if (req->n_ids == 0)
-        return 0;
-    if (check_ids(t, req, err))
+        return empty_ids(req->topic, err);
+    if (existing_topic(ns, req->topic, &t, err) || check_ids(t, req, err))
         return CY_EINVAL;
     uint64_t now = broker_now(b);
     struct group *g = group_find(t, mode, req->group);

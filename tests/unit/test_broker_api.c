@@ -1667,6 +1667,16 @@ static void test_queue_receive_ack(void **state)
     expect_ok(qack(b, BROKER_QUEUE, "t", "g", two, 2));
     expect_ok(qack(b, BROKER_QUEUE, "t", "g", two, 2));  /* idempotent */
     expect_ok(qack(b, BROKER_QUEUE, "t", "g", NULL, 0)); /* empty */
+    /* API.md §7: an empty list answers {} at once, also for a topic that does
+     * not exist (not created by it); a non-empty one needs the topic */
+    struct broker_msg_id one = ID(0, 0);
+    expect_ok(qack(b, BROKER_QUEUE, "nosuch", "g", NULL, 0));
+    expect_ok(qnack(b, BROKER_FIFO, "nosuch", "g", NULL, 0));
+    expect_ok(qextend(b, BROKER_QUEUE, "nosuch", "g", NULL, 0, 1000));
+    expect_error(qack(b, BROKER_QUEUE, "nosuch", "g", &one, 1), 400, "invalid_input",
+                 "topic must exist");
+    expect_error(qack(b, BROKER_QUEUE, "bad~name~x", "g", NULL, 0), 422, "invalid_data", NULL);
+    expect_error(tget(b, "nosuch"), 400, "invalid_input", NULL);
     advance(b, 30 * SEC);
     expect_ok(qrecv(b, BROKER_QUEUE, "t", "g", 10, 30 * SEC));
     assert_int_equal(NG, 3); /* the unacked ones come back */
