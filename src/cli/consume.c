@@ -3,26 +3,44 @@
  * settle.
  *
  * Invariants:
- *   1. A message is settled only after it was handled: printed and flushed to
- *      stdout, or its --exec command exited 0. Queue/FIFO: ack (a failed
- *      command: nack, so the group's retry schedule and DLQ apply). Stream:
- *      commit the partition's last handled offset.
- *   2. Stream: a partition never stays leased by an exiting coyote. Messages
- *      received but not handled (interrupted, a failed command, a write error)
- *      are given back with a seek to the first of them on their partition,
- *      which releases the lease, so the next consumer starts there at once.
- *      Queue/FIFO messages received but not handled stay leased until their
- *      lease expires (only possible with --batch-size > 1 and --exec).
+ *   1. A message is settled only after it was handled: printed (invariant 6),
+ *      or its --exec command exited 0. Queue/FIFO: ack (a failed command:
+ *      nack, so the group's retry schedule and DLQ apply). Stream: commit the
+ *      partition's last handled offset.
+ *   2. Nothing stays leased by an exiting coyote. Messages received but not
+ *      handled (interrupted, a closed stdout, a write error, a failed stream
+ *      command, a command that could not run) are given back at once:
+ *      stream: a seek to the first of them on their partition, which releases
+ *      the lease, so the next consumer starts there; queue/FIFO: their lease
+ *      is cut to 1 ms (extend-lease), never a nack — a nack counts toward the
+ *      retry schedule and, with none left (the default), dead-letters a
+ *      message that was never handled. A cut lease is an expired lease to the
+ *      broker, exactly as if coyote had died: the next delivery has attempt +
+ *      1 and, for a group with max_deliveries, one expiry more.
  *   3. Signals: SIGINT, SIGTERM (and SIGCHLD, for exec.c) are blocked for the
  *      whole command — also in the library's threads, created after the block
  *      — so no library call is ever interrupted; they are taken synchronously
- *      between messages. The first stops after the current message (settled,
- *      exit 0); a second one while a command runs terminates the command.
+ *      between messages (and while waiting for a pipe's reader). The first
+ *      stops after the current message (settled, exit 0); a second one while
+ *      a command runs terminates the command, whose message is then neither
+ *      settled nor nacked — an interrupted command did not fail — but given
+ *      back as in invariant 2 (exit 130).
  *   4. --count N: no receive asks for more than the messages still wanted,
  *      so nothing is leased that will not be handled.
  *   5. FIFO with --exec: after a nack, the later messages of the same key in
  *      the batch were released by the broker (its order restarts); they are
- *      skipped, not run.
+ *      skipped, not run, and not given back again.
+ *   6. Printed means seen by the reader. To a file or terminal: written and
+ *      flushed. To a pipe: written, and then read by the reader — coyote
+ *      writes the next message only once the pipe is empty again (FIONREAD;
+ *      the pipe is shrunk to one page, where "writable" means "empty", so
+ *      poll wakes coyote). Pipe writes bypass stdio and carry at most a page
+ *      each, when poll says there is room, so none blocks: a reader that
+ *      stops reading never keeps a signal from being taken (a message cut
+ *      short by one is not printed). A reader that exits (`| head -1`)
+ *      leaves what it did not read unsettled; coyote gives it and the rest of
+ *      the batch back (invariant 2) and exits 0, as a closed pipe is a normal
+ *      way to stop. SIGPIPE is ignored, so EPIPE comes back as an error.
  *
  * Without --follow a receive that returns nothing ends the command; with it,
  * receives long-poll (--wait-ms) until a signal, and transient failures (no
@@ -30,10 +48,17 @@
  * every --wait-ms.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -45,7 +70,9 @@ static const char usage_consume[] =
     "queue and FIFO mode, commit in stream mode. Stops when a receive returns\n"
     "nothing, after --count messages, or (with --follow) at SIGINT/SIGTERM: the\n"
     "current message is finished and settled first, and the exit status is 0.\n"
-    "TOPIC~P reads one partition.\n"
+    "To a pipe, a message counts as printed once the reader has read it: when the\n"
+    "reader exits (`| head -1`), what it did not read is released at once, not\n"
+    "settled, and the exit status is 0. TOPIC~P reads one partition.\n"
     "\n"
     "Options:\n"
     "  --group G          consumer group (required)\n"
@@ -58,7 +85,9 @@ static const char usage_consume[] =
     "  --exec CMD         run `/bin/sh -c CMD` per message, value on stdin; exit 0\n"
     "                     acks/commits; non-zero nacks (queue/FIFO: retried per the\n"
     "                     group's retry schedule, then dead-lettered) or, in stream\n"
-    "                     mode, stops without committing (exit status 1)\n"
+    "                     mode, stops without committing (exit status 1); a\n"
+    "                     second SIGINT terminates CMD and releases its message\n"
+    "                     without a nack (exit status 130)\n"
     "  --batch-size N     messages per receive, 1..1000 (default 100; 1 with --exec)\n"
     "  --lease-ms N       lease of received messages (default 30000 queue/FIFO,\n"
     "                     300000 stream); --exec extends queue/FIFO leases while\n"
@@ -98,6 +127,15 @@ struct consumer {
     sigset_t blocked;
     int n_signals;
     bool outage_reported;
+    /* stdout, when printing (invariant 6) */
+    bool out_pipe;     /* a pipe or FIFO: a message is printed once its reader read it */
+    bool out_one_page; /* the pipe holds one page: POLLOUT means "empty" */
+    int out_old_size;  /* the pipe's size before it was shrunk (restored at exit), or 0 */
+    size_t out_chunk;  /* the most one write to the pipe may carry: a page */
+    bool out_empty;    /* the pipe was seen empty since the last write */
+    int stop_fd;       /* signalfd of SIGINT and SIGTERM for the pipe waits, or -1 */
+    bool out_closed;   /* the reader went away: stop, exit 0 */
+    bool terminated;   /* a second signal terminated an --exec command: exit 130 */
 };
 
 /* Take pending SIGINT/SIGTERM (invariant 3); true once one came. */
@@ -166,59 +204,215 @@ static void position_of(const struct consumer *k, const cy_received *m, uint32_t
     }
 }
 
-static void print_json(const struct consumer *k, const cy_received *m)
+static void print_json(const struct consumer *k, const cy_received *m, FILE *f)
 {
     uint32_t partition;
     uint64_t offset;
     char name[160];
     position_of(k, m, &partition, &offset);
     int len = snprintf(name, sizeof name, "%s~%u", k->base, partition);
-    fputs("{\"topic\":", stdout);
-    cli_json_string(stdout, name, len > 0 && (size_t)len < sizeof name ? (size_t)len : 0);
-    printf(",\"partition\":%u", partition);
+    fputs("{\"topic\":", f);
+    cli_json_string(f, name, len > 0 && (size_t)len < sizeof name ? (size_t)len : 0);
+    fprintf(f, ",\"partition\":%u", partition);
     if (k->mode == CY_STREAM) {
-        printf(",\"offset\":%llu", (unsigned long long)offset);
+        fprintf(f, ",\"offset\":%llu", (unsigned long long)offset);
     } else {
-        fputs(",\"msg_id\":", stdout);
-        cli_json_string(stdout, m->msg_id, strlen(m->msg_id));
-        printf(",\"attempt\":%u", m->attempt);
+        fputs(",\"msg_id\":", f);
+        cli_json_string(f, m->msg_id, strlen(m->msg_id));
+        fprintf(f, ",\"attempt\":%u", m->attempt);
     }
-    fputs(",\"key\":", stdout);
+    fputs(",\"key\":", f);
     if (m->key)
-        cli_json_string(stdout, m->key, m->key_len ? m->key_len : strlen(m->key));
+        cli_json_string(f, m->key, m->key_len ? m->key_len : strlen(m->key));
     else
-        fputs("null", stdout);
-    fputs(",\"headers\":{", stdout);
+        fputs("null", f);
+    fputs(",\"headers\":{", f);
     for (size_t i = 0; i < m->n_headers; i++) {
         const char *hn = m->headers[i].name ? m->headers[i].name : "";
         const char *hv = m->headers[i].value ? m->headers[i].value : "";
         if (i)
-            fputc(',', stdout);
-        cli_json_string(stdout, hn, strlen(hn));
-        fputc(':', stdout);
-        cli_json_string(stdout, hv, strlen(hv));
+            fputc(',', f);
+        cli_json_string(f, hn, strlen(hn));
+        fputc(':', f);
+        cli_json_string(f, hv, strlen(hv));
     }
-    printf("},\"timestamp\":%llu,\"scheduled_at\":", (unsigned long long)m->timestamp);
+    fprintf(f, "},\"timestamp\":%llu,\"scheduled_at\":", (unsigned long long)m->timestamp);
     if (m->has_scheduled_at)
-        printf("%llu", (unsigned long long)m->scheduled_at);
+        fprintf(f, "%llu", (unsigned long long)m->scheduled_at);
     else
-        fputs("null", stdout);
-    fputs(",\"value\":", stdout);
-    cli_json_string(stdout, m->value, m->value_len);
-    fputs("}\n", stdout);
+        fputs("null", f);
+    fputs(",\"value\":", f);
+    cli_json_string(f, m->value, m->value_len);
+    fputs("}\n", f);
 }
 
-/* Print one message and flush it; false on a write error. */
-static bool print_message(const struct consumer *k, const cy_received *m)
+/* Write one message (its value and a newline, or its --json line) to f. */
+static void format_message(const struct consumer *k, const cy_received *m, FILE *f)
 {
     if (k->cli->json) {
-        print_json(k, m);
+        print_json(k, m, f);
     } else {
         if (m->value_len)
-            fwrite(m->value, 1, m->value_len, stdout);
-        fputc('\n', stdout);
+            fwrite(m->value, 1, m->value_len, f);
+        fputc('\n', f);
     }
-    return fflush(stdout) == 0 && !ferror(stdout);
+}
+
+/* Prepare stdout for printing (invariant 6). A pipe or FIFO is shrunk to one
+ * page, so that poll's POLLOUT means "the reader has read everything", and
+ * the waits get a signalfd for SIGINT and SIGTERM (blocked, invariant 3).
+ * When the pipe cannot be shrunk, the waits poll its FIONREAD instead. A
+ * file, terminal or socket needs nothing: written is printed. */
+static int output_open(struct consumer *k)
+{
+    struct stat st;
+    if (fstat(STDOUT_FILENO, &st) != 0 || !S_ISFIFO(st.st_mode))
+        return CLI_OK;
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    k->stop_fd = signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (k->stop_fd < 0)
+        return cli_errorf("signalfd: %s", strerror(errno));
+    k->out_pipe = true;
+    long page = sysconf(_SC_PAGESIZE);
+    k->out_chunk = page > 0 && page <= 1L << 20 ? (size_t)page : 4096;
+#ifdef F_SETPIPE_SZ
+    int size = fcntl(STDOUT_FILENO, F_GETPIPE_SZ);
+    if (page > 0 && page <= 1L << 20 && size > 0) {
+        int shrunk = size == page ? size : fcntl(STDOUT_FILENO, F_SETPIPE_SZ, (int)page);
+        if (shrunk == page) {
+            k->out_one_page = true;
+            k->out_old_size = size == page ? 0 : size;
+        }
+    }
+#endif
+    return CLI_OK;
+}
+
+/* Undo output_open: the pipe gets its size back (best effort: it may be
+ * read on after coyote, and a one-page pipe is slow). */
+static void output_close(struct consumer *k)
+{
+#ifdef F_SETPIPE_SZ
+    if (k->out_old_size > 0)
+        (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, k->out_old_size);
+#endif
+    if (k->stop_fd >= 0)
+        close(k->stop_fd);
+    k->stop_fd = -1;
+}
+
+/* Bytes written to the stdout pipe that its reader has not read; 0 when
+ * that cannot be told (then written counts as read, as for a file). */
+static int unread_bytes(void)
+{
+    int unread = 0;
+    if (ioctl(STDOUT_FILENO, FIONREAD, &unread) != 0 || unread < 0)
+        return 0;
+    return unread;
+}
+
+/* Count the SIGINT/SIGTERM waiting on k->stop_fd (invariant 3). */
+static void take_signals(struct consumer *k)
+{
+    struct signalfd_siginfo si;
+    while (read(k->stop_fd, &si, sizeof si) == (ssize_t)sizeof si)
+        k->n_signals++;
+}
+
+/* Print one message to a file or terminal and flush it. Returns 0, or
+ * -errno when the write failed. */
+static int print_to_file(const struct consumer *k, const cy_received *m)
+{
+    format_message(k, m, stdout);
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return 0;
+    return errno ? -errno : -EIO;
+}
+
+/* Print one message to the stdout pipe, past stdio: at most a page per
+ * write, each once poll says there is room, so no write blocks and a reader
+ * that stops reading cannot keep SIGINT/SIGTERM from being seen. Returns 0
+ * once all of it is written; 1 when SIGINT/SIGTERM came first (counted in
+ * k->n_signals; the reader may have part of it); or -errno (-EPIPE: the
+ * reader is gone). */
+static int print_to_pipe(struct consumer *k, const cy_received *m)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return -ENOMEM;
+    format_message(k, m, f);
+    if (fclose(f) != 0) {
+        free(text);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    for (size_t done = 0; done < len && rc == 0;) {
+        struct pollfd pfd[2] = {{.fd = STDOUT_FILENO, .events = POLLOUT},
+                                {.fd = k->stop_fd, .events = POLLIN}};
+        if (k->out_empty) {
+            k->out_empty = false; /* room for a page: no need to ask */
+        } else if (poll(pfd, 2, -1) < 0) {
+            rc = errno == EINTR ? 0 : -errno;
+            continue;
+        } else if (pfd[1].revents & POLLIN) {
+            take_signals(k);
+            rc = 1;
+            break;
+        } else if (!(pfd[0].revents & (POLLOUT | POLLERR | POLLHUP))) {
+            continue;
+        }
+        /* Room means a free page (or, shrunk, an empty pipe): a write of at
+         * most a page fits. No reader: the write says EPIPE. */
+        size_t n = len - done < k->out_chunk ? len - done : k->out_chunk;
+        ssize_t w = write(STDOUT_FILENO, text + done, n);
+        if (w > 0)
+            done += (size_t)w;
+        else if (w < 0 && errno != EINTR && errno != EAGAIN)
+            rc = -errno;
+    }
+    free(text);
+    return rc;
+}
+
+/* Wait until the reader of the stdout pipe has read everything written so
+ * far (invariant 6). Returns 0 once it has; 1 when it did not and will not:
+ * the reader went away (k->out_closed) or SIGINT/SIGTERM came (counted in
+ * k->n_signals); or -errno when poll failed. */
+static int wait_read(struct consumer *k)
+{
+    int backoff_ms = 1;
+    for (;;) {
+        if (unread_bytes() == 0) {
+            k->out_empty = true;
+            return 0;
+        }
+        /* One page: POLLOUT once it is empty. Larger: only POLLERR (no
+         * reader) and the signals wake poll, so look again at growing
+         * intervals. */
+        struct pollfd pfd[2] = {{.fd = STDOUT_FILENO, .events = k->out_one_page ? POLLOUT : 0},
+                                {.fd = k->stop_fd, .events = POLLIN}};
+        int ready = poll(pfd, 2, k->out_one_page ? -1 : backoff_ms);
+        if (ready < 0 && errno != EINTR)
+            return -errno;
+        if (ready > 0 && (pfd[1].revents & POLLIN)) {
+            take_signals(k);
+            return unread_bytes() == 0 ? 0 : 1;
+        }
+        if (ready > 0 && (pfd[0].revents & (POLLERR | POLLHUP))) {
+            if (unread_bytes() == 0)
+                return 0; /* read, then gone: the next write says EPIPE */
+            k->out_closed = true;
+            return 1;
+        }
+        if (backoff_ms < 64)
+            backoff_ms *= 2;
+    }
 }
 
 /* "name~p" for a stream commit or seek. */
@@ -247,13 +441,47 @@ static int commit_range(struct consumer *k, const cy_batch *b, size_t from, size
     return CLI_OK;
 }
 
-/* Stream: give back msgs[from..n): seek each partition to its first
- * unhandled offset, which releases the lease (invariant 2). */
-static int release_range(struct consumer *k, const cy_batch *b, size_t from)
+/* Queue/FIFO: cut the leases of ids[0..n) to 1 ms (invariant 2). */
+static int release_leases(struct consumer *k, const char **ids, size_t n)
+{
+    if (n == 0)
+        return CLI_OK;
+    int rc = cy_extend(k->client, k->mode, k->topic, k->group, ids, n, 1);
+    if (rc == CY_ESERVER) {
+        /* All or nothing: one lease that expired meanwhile (a slow reader)
+         * or a message acked elsewhere refuses the call. Such a message is
+         * no longer ours; release the others one by one. */
+        rc = 0;
+        for (size_t i = 0; i < n; i++) {
+            int one = cy_extend(k->client, k->mode, k->topic, k->group, &ids[i], 1, 1);
+            if (one < 0 && one != CY_ESERVER)
+                rc = one;
+        }
+    }
+    return rc < 0 ? cli_fail(k->cli, rc, "release the leases (extend-lease)") : CLI_OK;
+}
+
+/* Give back msgs[from..n) but those marked in skip (may be NULL), received
+ * and not handled (invariant 2). Stream: seek each partition to its first
+ * offset among them, which releases the lease. Queue/FIFO: cut their leases
+ * to 1 ms; never a nack. */
+static int release_range(struct consumer *k, const cy_batch *b, size_t from, const bool *skip)
 {
     int result = CLI_OK;
-    if (k->mode != CY_STREAM)
+    if (from >= b->n)
         return CLI_OK;
+    if (k->mode != CY_STREAM) {
+        const char **ids = malloc((b->n - from) * sizeof *ids);
+        size_t n = 0;
+        if (!ids)
+            return cli_errorf("out of memory");
+        for (size_t i = from; i < b->n; i++)
+            if (!skip || !skip[i])
+                ids[n++] = b->msgs[i].msg_id;
+        result = release_leases(k, ids, n);
+        free(ids);
+        return result;
+    }
     for (size_t i = from; i < b->n; i++) {
         uint32_t p = b->msgs[i].partition;
         bool first = true;
@@ -286,27 +514,42 @@ static int ack_range(struct consumer *k, const cy_batch *b, size_t from, size_t 
     return rc < 0 ? cli_fail(k->cli, rc, "ack") : CLI_OK;
 }
 
-/* Print the batch, then settle what was printed. */
+/* Settle msgs[from..to): ack (queue/FIFO) or commit (stream). */
+static int settle_range(struct consumer *k, const cy_batch *b, size_t from, size_t to)
+{
+    return k->mode == CY_STREAM ? commit_range(k, b, from, to) : ack_range(k, b, from, to);
+}
+
+/* Print the batch, then settle what was printed (read by a pipe's reader)
+ * and give back the rest. */
 static int handle_printed(struct consumer *k, const cy_batch *b)
 {
     size_t printed = 0;
-    bool write_failed = false;
-    int write_errno = 0;
+    int err = 0; /* 1: not printed, and why is recorded; < 0: -errno */
     for (; printed < b->n; printed++) {
-        if (!print_message(k, &b->msgs[printed])) {
-            write_failed = true;
-            write_errno = errno;
+        const cy_received *m = &b->msgs[printed];
+        if (stopping(k))
             break;
-        }
+        err = k->out_pipe ? print_to_pipe(k, m) : print_to_file(k, m);
+        if (err == 0 && k->out_pipe)
+            err = wait_read(k);
+        if (err != 0)
+            break;
     }
     k->handled += printed;
-    int rc = k->mode == CY_STREAM ? commit_range(k, b, 0, printed) : ack_range(k, b, 0, printed);
-    int rc2 = release_range(k, b, printed);
-    if (write_failed) {
-        /* A closed pipe (`| head`) is the reader's choice: no message. */
-        if (write_errno != EPIPE)
-            cli_errorf("writing to stdout: %s", strerror(write_errno));
-        return CLI_FAIL;
+    int rc = settle_range(k, b, 0, printed);
+    int rc2 = release_range(k, b, printed, NULL);
+    if (err == -EPIPE)
+        k->out_closed = true; /* the reader's choice (`| head`): exit 0 */
+    if (err < 0) {
+        /* Drop what stdio still holds, so that nothing tries to write it
+         * again at exit. */
+        __fpurge(stdout);
+        clearerr(stdout);
+        if (err != -EPIPE) {
+            cli_errorf("writing to stdout: %s", strerror(-err));
+            return CLI_FAIL;
+        }
     }
     return rc != CLI_OK ? rc : rc2;
 }
@@ -354,48 +597,60 @@ static int exec_one(struct consumer *k, const cy_received *m, int *status)
     struct keepalive ka = {k, m->msg_id, false};
     uint64_t lease = k->has_lease ? k->lease_ms : 30000;
     struct cli_exec_tick tick = {lease / 3 ? lease / 3 : 1, extend_lease, &ka};
-    int rc = cli_exec(k->exec, &em, &k->n_signals, k->mode == CY_STREAM ? NULL : &tick, status);
-    if (rc == CLI_OK && *status != 0 && k->mode == CY_STREAM)
-        cli_errorf("--exec: the command exited with status %d on %s~%u offset %llu; not "
-                   "committed",
-                   *status, k->base, em.partition, (unsigned long long)em.offset);
-    return rc;
+    return cli_exec(k->exec, &em, &k->n_signals, k->mode == CY_STREAM ? NULL : &tick, status);
 }
 
 /* Run --exec for each message of the batch and settle it. */
 static int handle_exec(struct consumer *k, const cy_batch *b)
 {
-    bool *given_back = calloc(b->n, sizeof *given_back); /* nacked or skipped (FIFO) */
+    bool *given_back = calloc(b->n, sizeof *given_back); /* nacked, or released by a nack (FIFO) */
     int rc = CLI_OK;
     if (!given_back)
         return cli_errorf("out of memory");
     for (size_t i = 0; i < b->n; i++) {
         const cy_received *m = &b->msgs[i];
-        if (i > 0 && stopping(k)) {
-            rc = release_range(k, b, i);
+        if (stopping(k)) {
+            rc = release_range(k, b, i, given_back);
             break;
         }
-        if (k->mode == CY_FIFO) { /* invariant 5 */
-            for (size_t j = 0; j < i && !given_back[i]; j++)
-                given_back[i] = given_back[j] && same_key(&b->msgs[j], m);
-            if (given_back[i])
-                continue;
-        }
+        if (given_back[i]) /* invariant 5 */
+            continue;
         int status;
         rc = exec_one(k, m, &status);
         if (rc != CLI_OK) {
-            release_range(k, b, i);
+            release_range(k, b, i, given_back);
+            break;
+        }
+        if (k->n_signals >= 2) {
+            /* The second signal terminated the command (invariant 3). It did
+             * not fail, so no nack: a success is still settled, anything
+             * else is given back with the rest of the batch. */
+            k->terminated = true;
+            if (status == 0) {
+                k->handled++;
+                rc = settle_range(k, b, i, i + 1);
+                int rc2 = release_range(k, b, i + 1, given_back);
+                rc = rc != CLI_OK ? rc : rc2;
+            } else {
+                rc = release_range(k, b, i, given_back);
+            }
             break;
         }
         k->handled++;
         if (status == 0) {
-            rc = k->mode == CY_STREAM ? commit_range(k, b, i, i + 1) : ack_range(k, b, i, i + 1);
+            rc = settle_range(k, b, i, i + 1);
             if (rc != CLI_OK)
                 break;
             continue;
         }
         if (k->mode == CY_STREAM) {
-            release_range(k, b, i);
+            uint32_t partition;
+            uint64_t offset;
+            position_of(k, m, &partition, &offset);
+            cli_errorf("--exec: the command exited with status %d on %s~%u offset %llu; not "
+                       "committed",
+                       status, k->base, partition, (unsigned long long)offset);
+            release_range(k, b, i, NULL);
             rc = CLI_FAIL;
             break;
         }
@@ -406,6 +661,9 @@ static int handle_exec(struct consumer *k, const cy_batch *b)
             break;
         }
         given_back[i] = true;
+        if (k->mode == CY_FIFO) /* the broker released the key's later messages */
+            for (size_t j = i + 1; j < b->n; j++)
+                given_back[j] = given_back[j] || same_key(&b->msgs[j], m);
     }
     free(given_back);
     return rc;
@@ -450,7 +708,7 @@ static int run(struct consumer *k)
         }
         rc = k->exec ? handle_exec(k, &b) : handle_printed(k, &b);
         cy_batch_free(&b);
-        if (rc != CLI_OK)
+        if (rc != CLI_OK || k->out_closed || k->terminated)
             return rc;
     }
 }
@@ -471,6 +729,7 @@ int cmd_consume(struct cli *cli, int argc, char **argv)
     struct consumer k;
     memset(&k, 0, sizeof k);
     k.cli = cli;
+    k.stop_fd = -1;
     cli->cmd = "consume";
     cli->usage = usage_consume;
     int rc = cli_parse(cli, argc, argv, opts, sizeof opts / sizeof opts[0], &pos);
@@ -545,7 +804,9 @@ int cmd_consume(struct cli *cli, int argc, char **argv)
     sigaddset(&k.blocked, SIGTERM);
     sigaddset(&k.blocked, SIGCHLD);
     sigprocmask(SIG_BLOCK, &k.blocked, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout is EPIPE, then settled (invariant 6) */
+    if (!k.exec && (rc = output_open(&k)) != CLI_OK)
+        goto out;
     if ((rc = cli_client(cli, &k.client)) != CLI_OK)
         goto out;
     if (seek_time) {
@@ -556,9 +817,10 @@ int cmd_consume(struct cli *cli, int argc, char **argv)
         }
     }
     rc = run(&k);
-    if (rc == CLI_OK && k.n_signals >= 2)
+    if (rc == CLI_OK && k.terminated)
         rc = 130; /* interrupted twice: the running command was terminated */
 out:
+    output_close(&k);
     free(k.base);
     cli_list_free(&pos);
     return rc;

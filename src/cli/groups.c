@@ -122,8 +122,9 @@ static void print_config(const json_t *config)
     schedule_text(json_object_get(config, "retry_schedule"), sched, sizeof sched);
     printf("retry_schedule:  %s\n", sched);
     printf("dlq_topic:       %s\n", json_is_string(dlq) ? json_string_value(dlq)
-                                                        : "none (dead-lettered messages stay in "
-                                                          "the group: see dlq redrive)");
+                                                        : "none (dead-lettered messages are "
+                                                          "kept in the group only: see dlq "
+                                                          "redrive)");
     if (max)
         printf("max_deliveries:  %s\n",
                cli_jtext(json_object_get(config, "max_deliveries"), b, sizeof b));
@@ -241,15 +242,16 @@ static const char usage_queue_configure[] =
     "\n"
     "Replace the configuration of queue (or FIFO) group G on TOPIC; an option left\n"
     "out gets its default. A nacked message is retried after the next delay of the\n"
-    "schedule; once the schedule is used up it is dead-lettered: copied to the DLQ\n"
-    "topic (and acked), or kept dead in the group until `coyote dlq redrive`.\n"
+    "schedule; once the schedule is used up it is dead-lettered: kept dead in the\n"
+    "group (`coyote dlq redrive` delivers it again) and, with --dlq-topic, also\n"
+    "copied to the DLQ topic (the copy stays there after a redrive).\n"
     "\n"
     "Options:\n"
     "  --group G               the consumer group (required)\n"
     "  --mode M                queue (default) or fifo\n"
     "  --retry-schedule LIST   retry delays in ms, comma-separated (default: none,\n"
     "                          the first nack dead-letters)\n"
-    "  --dlq-topic T           the topic dead-lettered messages are copied to\n"
+    "  --dlq-topic T           the topic dead-lettered messages are also copied to\n"
     "  --max-deliveries N      dead-letter a message whose lease expired N times\n"
     "                          (default 0: unlimited)\n"
     "\n"

@@ -7,8 +7,11 @@
  * Global options may also follow the command. Defaults come from the
  * environment: COYOTE_URL, COYOTE_TOKEN, COYOTE_NAMESPACE.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -124,24 +127,52 @@ int cli_dispatch_sub(struct cli *cli, const char *group, const char *group_usage
     return cli_usage_error(cli, "unknown subcommand '%s %s'", group, argv[at]);
 }
 
+static const char usage_help[] =
+    "Usage: coyote help [COMMAND [SUB]]\n"
+    "\n"
+    "Print the help of coyote, or of a command: `coyote help topic get` is\n"
+    "`coyote topic get --help`.\n"
+    "\n"
+    "Examples:\n"
+    "  coyote help\n"
+    "  coyote help consume\n"
+    "  coyote help topic get\n";
+
 /* "coyote help [COMMAND [SUB]]": run the command with --help. */
 static int help(struct cli *cli, int argc, char **argv)
 {
-    if (argc == 0) {
+    struct cli_list words = {0};
+    cli->cmd = "help";
+    cli->usage = usage_help;
+    int rc = cli_parse(cli, argc, argv, NULL, 0, &words); /* --help: usage_help */
+    if (rc != CLI_OK)
+        goto out;
+    if (words.n == 0) {
         fputs(usage_main, stdout);
-        return CLI_OK;
+        goto out;
     }
-    command_fn run = find_command(argv[0]);
-    if (!run)
-        return cli_usage_error(cli, "unknown command '%s'", argv[0]);
+    if (words.n > 2) {
+        rc = cli_usage_error(cli, "help takes at most COMMAND and SUB");
+        goto out;
+    }
+    command_fn run = find_command(words.items[0]);
+    if (!run) {
+        rc = cli_usage_error(cli, "unknown command '%s'", words.items[0]);
+        goto out;
+    }
     char help_flag[] = "--help";
-    char *args[3] = {NULL, NULL, NULL};
+    char *args[2] = {NULL, NULL};
     int n = 0;
-    if (argc > 1)
-        args[n++] = argv[1];
+    if (words.n > 1)
+        args[n++] = (char *)words.items[1];
     args[n++] = help_flag;
+    cli->cmd = NULL;
+    cli->usage = NULL;
     cli->help = true;
-    return run(cli, n, args);
+    rc = run(cli, n, args);
+out:
+    cli_list_free(&words);
+    return rc;
 }
 
 /* Take a global option at argv[*i] (before the command). Returns 1 if it was
@@ -190,9 +221,28 @@ static const char *env_or(const char *name, const char *fallback)
     return v && *v ? v : fallback;
 }
 
+/* A closed 0, 1 or 2 would be taken by the next file the process opens —
+ * the client's socket — and printed messages would go there: give each
+ * closed one /dev/null, opened so that using it fails (stdout: EBADF), or
+ * discards (stderr). */
+static void fill_std_fds(void)
+{
+    static const int flags[3] = {O_WRONLY, O_RDONLY, O_WRONLY};
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int got = open("/dev/null", flags[fd]);
+        if (got >= 0 && got != fd) {
+            dup2(got, fd);
+            close(got);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct cli cli;
+    fill_std_fds();
     memset(&cli, 0, sizeof cli);
     cli.url = env_or("COYOTE_URL", CLI_DEFAULT_URL);
     cli.token = env_or("COYOTE_TOKEN", NULL);
@@ -228,7 +278,8 @@ int main(int argc, char **argv)
         return cli_usage_error(&cli, "unknown command '%s'", name);
     int rc = run(&cli, rest_argc, rest);
     cli_close(&cli);
-    if (fflush(stdout) != 0 && rc == CLI_OK)
-        rc = CLI_FAIL;
+    errno = 0;
+    if (fflush(stdout) != 0 && (rc == CLI_OK || rc == CLI_HELP_SHOWN))
+        rc = cli_errorf("writing to stdout: %s", strerror(errno ? errno : EIO));
     return rc == CLI_HELP_SHOWN ? CLI_OK : rc;
 }

@@ -9,8 +9,9 @@
 #      directory, and runs every command and option of BUILD_DIR/coyote
 #      against it: help, usage errors (exit 2), broker errors (exit 1, code and
 #      detail on stderr), publish, consume in the three modes (print, --json,
-#      --exec with retries ending in the DLQ topic, SIGINT), seek, ns, topic,
-#      group, queue configure, dlq redrive.
+#      --exec with retries ending in the DLQ topic, SIGINT once and twice, a
+#      pipe whose reader stops or never reads, write errors), seek, ns,
+#      topic, group, queue configure, dlq redrive.
 #   2. The "no server" message, and --token against a second server started
 #      with --admin-token.
 #   3. A subset against --server file:///tmpdir (the embedded broker), and
@@ -19,7 +20,9 @@
 #      example (lines "$ coyote …" in ```sh blocks) runs, in order, against a
 #      third fresh server; a "# expect exit N" line before one sets its
 #      expected status (default 0); --follow examples are ended with SIGINT
-#      after 2 s, which must still exit 0.
+#      after 2 s, which must still exit 0. Its output (stdout and stderr)
+#      must be the lines documented after it, up to times, durations, LAG_MS
+#      cells and column widths (doc_normalize).
 # Prints "N passed, M failed" as its last line; exits 1 on any failure.
 set -u
 
@@ -102,7 +105,7 @@ run "$C" help
 check "coyote help" 0 '^Usage: coyote'
 run "$C" --help
 check "coyote --help" 0 'publish TOPIC'
-for cmd in publish consume seek "ns configure" "ns get" "ns list" "topic configure" "topic get" \
+for cmd in help publish consume seek "ns configure" "ns get" "ns list" "topic configure" "topic get" \
     "topic list" "topic trim" "group list" "group get" "queue configure" "dlq redrive"; do
     # shellcheck disable=SC2086
     run "$C" $cmd --help
@@ -122,6 +125,16 @@ run "$C" help nothing
 check "coyote help of an unknown command: exit 2" 2 '' "unknown command 'nothing'"
 run "$C" --help consume
 check "coyote --help consume" 0 '^Usage: coyote consume'
+run "$C" --help help
+check "coyote --help help" 0 '^Usage: coyote help'
+run "$C" help topic get extra
+check "coyote help with three words: exit 2" 2 '' 'help takes at most COMMAND and SUB'
+run "$C" queue configure --help
+check "queue configure --help: a dead-lettered message stays dead in the group" 0 \
+    'dead-lettered: kept dead in the$'
+check "queue configure --help: and is copied to the DLQ topic" 0 \
+    'copied to the DLQ topic \(the copy stays there after a redrive\)'
+refute "queue configure --help: not 'copied ... and acked'" '(^|[^n])acked'
 run "$C" --version
 check "coyote --version" 0 '^coyote [0-9]'
 
@@ -374,6 +387,7 @@ check "the poison job ends in the DLQ topic" 0 '^poison$'
 [ "$(lines)" -eq 1 ] && pass "only the poison job is in the DLQ topic" || fail "DLQ holds: $OUT"
 run "$C" group get jobs --group workers
 check "the work queue is drained (lag 0)" 0 '^lag: +0 messages'
+check "the poison job also stays dead in the group (DLQ topic or not)" 0 '^dead: +1$'
 
 # The environment of --exec.
 run "$C" publish envt --key order-9 --header Content-Type=text/plain --header x.trace=abc 'the value'
@@ -472,6 +486,38 @@ ERR=$(cat "$TMP/sig2.err")
 check "a second SIGINT terminates the command: exit 130" 130
 rm -f "$WORK/sig.started"
 touch "$WORK/sig.release"
+# An interrupted command did not fail: its message is not nacked (with no
+# retry schedule a nack dead-letters it) but given back at once.
+run "$C" group get sig2 --group sg
+check "a second SIGINT: the interrupted message is not dead-lettered" 0 '^dead: +0$'
+check "a second SIGINT: the interrupted message is given back at once (not in flight)" 0 \
+    '^in_flight: +0$'
+run "$C" consume sig2 --group sg --json
+check "a second SIGINT: the interrupted message comes again, attempt 2" 0 \
+    '"msg_id":"0:0","attempt":2,.*"value":"stuck"'
+# The same in stream mode: exit 130 (not a failed command's exit 1), nothing
+# committed, the partition released at the message.
+rm -f "$WORK/sig.started" "$WORK/sig.release"
+run "$C" publish sig3 s-stuck
+"$C" consume sig3 --group sg --mode stream --follow --exec "sh '$WORK/sig.sh'" >/dev/null \
+    2>"$TMP/sig3.err" &
+sig_pid=$!
+PIDS+=("$sig_pid")
+if wait_for_file "$WORK/sig.started"; then
+    kill -INT "$sig_pid"
+    sleep 0.2
+    kill -INT "$sig_pid"
+fi
+reap "$sig_pid"
+OUT=
+ERR=$(cat "$TMP/sig3.err")
+check "stream: a second SIGINT exits 130" 130
+[ -z "$ERR" ] && pass "stream: an interrupted command is not reported as failed" ||
+    fail "stream: stderr after an interrupt: $ERR"
+rm -f "$WORK/sig.started"
+touch "$WORK/sig.release"
+run "$C" group get sig3 --group sg --mode stream
+check "stream: the interrupted message is not committed, the lease released" 0 '^0 +0 +1 +[0-9]+ +no$'
 
 # SIGINT while a --follow receive is waiting.
 "$C" consume idle --group ig --follow --wait-ms 300 >"$TMP/idle.out" 2>&1 &
@@ -521,9 +567,90 @@ if [ -n "$PORT" ]; then
     check "--follow: the message from before the restart" 0 '^before$' 'receiving again'
 fi
 
-# Output to a closed pipe: the printed messages are settled, the rest stay.
-run bash -c "'$C' consume numbers --group pipe --batch-size 5 | head -n 1"
-check "consume | head -n 1" 0 '^1$'
+# Printing to a pipe: a message is settled once the reader read it; when the
+# reader goes away the rest of the batch is given back at once, and coyote
+# exits 0 (invariant 6 of consume.c).
+run bash -c "seq 1 500 | '$C' publish piped --batch 500"
+check "publish 500 messages to read through a pipe" 0 '^piped~0 0\.\.500$'
+run bash -c "'$C' consume piped --group p | head -n 1; echo \"coyote exit \${PIPESTATUS[0]}\""
+check "consume | head -n 1: one line" 0 '^1$' ''
+check "consume | head -n 1: coyote exits 0 (a closed pipe is a normal stop)" 0 '^coyote exit 0$'
+[ -z "$ERR" ] && pass "consume | head -n 1: nothing on stderr" || fail "stderr: $ERR"
+[ "$(lines)" -eq 2 ] && pass "consume | head -n 1: only the line head printed" || fail "$(lines) lines"
+run "$C" group get piped --group p
+check "consume | head -n 1: exactly the message head read is acked" 0 '^lag: +499 messages'
+check "consume | head -n 1: the rest of the batch is given back at once" 0 '^in_flight: +0$'
+check "consume | head -n 1: nothing is dead-lettered" 0 '^dead: +0$'
+run "$C" consume piped --group p --count 1 --json
+check "a given-back message comes again (attempt 2)" 0 '"msg_id":"0:1","attempt":2,.*"value":"2"'
+run bash -c "'$C' consume piped --group p --json | head -n 3 >/dev/null; echo \"\${PIPESTATUS[0]}\""
+check "consume --json | head -n 3: exit 0" 0 '^0$'
+run "$C" group get piped --group p
+check "consume --json | head -n 3: three more acked" 0 '^lag: +495 messages'
+run bash -c "'$C' consume piped --group ps --mode stream | head -n 3 >/dev/null; echo \"\${PIPESTATUS[0]}\""
+check "stream: consume | head -n 3 exits 0" 0 '^0$'
+run "$C" group get piped --group ps --mode stream
+check "stream: consume | head -n 3 commits 3 and releases the partition" 0 '^0 +3 +497 +[0-9]+ +no$'
+# A reader that does not read: nothing is settled; SIGINT gives it all back.
+mkfifo "$TMP/reader.fifo"
+"$C" consume piped --group slow-reader --follow >"$TMP/reader.fifo" 2>"$TMP/reader.err" &
+reader_pid=$!
+PIDS+=("$reader_pid")
+exec 3<"$TMP/reader.fifo"
+for _ in $(seq 1 200); do
+    run "$C" group get piped --group slow-reader
+    grep -Eq '^in_flight: +[1-9]' <<<"$OUT" && break
+    sleep 0.05
+done
+check "a pipe's reader that reads nothing: the batch is in flight" 0 '^in_flight: +100$'
+kill -INT "$reader_pid"
+reap "$reader_pid"
+exec 3<&-
+ERR=$(cat "$TMP/reader.err")
+OUT=
+check "SIGINT while the pipe's reader has not read: exit 0" 0
+run "$C" group get piped --group slow-reader
+check "nothing the reader did not read is acked" 0 '^lag: +500 messages'
+check "what the reader did not read is given back at once" 0 '^in_flight: +0$'
+# A message larger than the pipe and a reader that does not read: coyote never
+# blocks in a write, so SIGINT still stops it at once.
+head -c 300000 /dev/zero | tr '\0' x >"$TMP/big.txt"
+echo >>"$TMP/big.txt"
+run bash -c "'$C' publish piped-big <'$TMP/big.txt'"
+check "publish a 300 KB message" 0 '^piped-big~0 0\.\.1$'
+rm -f "$TMP/reader.fifo"
+mkfifo "$TMP/reader.fifo"
+"$C" consume piped-big --group g >"$TMP/reader.fifo" 2>"$TMP/reader.err" &
+reader_pid=$!
+PIDS+=("$reader_pid")
+exec 3<"$TMP/reader.fifo"
+for _ in $(seq 1 200); do
+    run "$C" group get piped-big --group g
+    grep -Eq '^in_flight: +1$' <<<"$OUT" && break
+    sleep 0.05
+done
+sleep 0.2
+kill -INT "$reader_pid"
+reap "$reader_pid"
+exec 3<&-
+ERR=$(cat "$TMP/reader.err")
+OUT=
+check "a big message to a reader that does not read: SIGINT still stops coyote (exit 0)" 0
+run "$C" group get piped-big --group g
+check "the big message is not acked but given back" 0 '^lag: +1 messages'
+check "the big message is not left in flight" 0 '^in_flight: +0$'
+# Other write errors: exit 1 and one line, and the batch is given back.
+run bash -c "'$C' consume piped --group full >/dev/full"
+check "stdout full: exit 1 and the error" 1 '' '^coyote: writing to stdout: No space left on device$'
+run "$C" group get piped --group full
+check "stdout full: nothing acked, nothing left in flight" 0 '^in_flight: +0$'
+check "stdout full: lag unchanged" 0 '^lag: +500 messages'
+run bash -c "'$C' consume piped --group closed >&-"
+check "stdout closed: exit 1 and the error (not the client's socket)" 1 '' \
+    '^coyote: writing to stdout: Bad file descriptor$'
+run bash -c "'$C' topic list >&-"
+check "any command with a closed stdout: exit 1 and the error" 1 '' \
+    '^coyote: writing to stdout: Bad file descriptor$'
 
 # ---- dlq redrive (no DLQ topic: dead messages stay in the group) -------------------------------
 run "$C" publish audit entry-1
@@ -698,15 +825,47 @@ else
     fail "docs/cli.md's 'coyote --help' block differs from the binary (- binary, + doc):"
     sed 's/^/    | /' "$TMP/help.diff"
 fi
+# doc_normalize — stdin to stdout with what differs from run to run made
+# equal: times (RFC 3339 and 13-digit ms), durations ("N ms"), the cells of
+# a LAG_MS column, and the widths of table columns (runs of spaces).
+doc_normalize() {
+    sed -E -e 's/[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z/<time>/g' \
+        -e 's/[0-9]{13}/<ms>/g' -e 's/[0-9]+ ms/<n> ms/g' -e 's/ +/ /g' -e 's/ $//' |
+        awk '
+            $0 == "" { col = 0 }
+            {
+                n = split($0, f, " ")
+                if (col && n >= col) {
+                    f[col] = "<n>"
+                    line = f[1]
+                    for (i = 2; i <= n; i++) line = line " " f[i]
+                    $0 = line
+                }
+                for (i = 1; i <= n; i++) if (f[i] == "LAG_MS") col = i
+                print
+            }'
+}
 start_server docs
 if [ -n "$PORT" ]; then
     DOCS_DIR=$TMP/docs-cwd
     mkdir -p "$DOCS_DIR"
-    awk '
-        /^```/ { if (inside) { inside = 0 } else { inside = ($0 == "```sh"); expect = 0 } next }
+    # Each example's documented output (the lines after it) goes to doc-expect.LINE.
+    mkdir -p "$TMP/doc-expect"
+    awk -v dir="$TMP/doc-expect" '
+        /^```/ {
+            if (inside) { inside = 0 } else { inside = ($0 == "```sh"); expect = 0 }
+            out = ""
+            next
+        }
         !inside { next }
-        /^# expect exit [0-9]+/ { expect = $4; next }
-        /^\$ / { printf "%d\t%d\t%s\n", NR, expect, substr($0, 3); expect = 0 }
+        /^# expect exit [0-9]+/ { expect = $4; out = ""; next }
+        /^\$ / {
+            printf "%d\t%d\t%s\n", NR, expect, substr($0, 3); expect = 0
+            out = dir "/" NR
+            printf "" >out
+            next
+        }
+        out != "" { print >out }
     ' "$DOC" >"$TMP/doc-examples.tsv"
     n_examples=$(wc -l <"$TMP/doc-examples.tsv")
     [ "$n_examples" -gt 20 ] && pass "docs/cli.md has $n_examples runnable examples" ||
@@ -720,7 +879,14 @@ if [ -n "$PORT" ]; then
         RC=$?
         OUT=$(cat "$TMP/doc.out")
         ERR=
-        check "docs/cli.md:$lineno: $line" "$want"
+        why=
+        [ "$RC" -eq "$want" ] || why="exit status $RC, expected $want"
+        if ! diff <(doc_normalize <"$TMP/doc-expect/$lineno") <(doc_normalize <"$TMP/doc.out") \
+            >"$TMP/doc.diff"; then
+            why="${why:+$why; }its output is not the documented one (- doc, + actual):"
+            OUT=$(cat "$TMP/doc.diff")
+        fi
+        verdict "docs/cli.md:$lineno: $line" "$why"
     done <"$TMP/doc-examples.tsv"
 fi
 
