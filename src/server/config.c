@@ -13,7 +13,6 @@
 #include "server/api.h"
 #include "storage/journal.h"
 
-#define COYOTE_VERSION "0.1.0"
 
 enum opt_type { OPT_STR, OPT_U64, OPT_U32, OPT_BOOL };
 

@@ -15,6 +15,8 @@
 #include "base/log.h"
 #include "broker/broker.h"
 
+#define COYOTE_VERSION "0.1.0" /* coyoted --version and the start-up line */
+
 struct server_config {
     char listen[256];     /* host:port */
     char data_dir[4096];

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -20,6 +21,27 @@
 #include "server/http.h"
 
 static int wakefd = -1;
+
+/* Every connection is a file descriptor: take up to the hard limit (at most
+ * 1048576), so the common soft default of 1024 does not refuse the 1025th
+ * client. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 1048576 ? 1048576 : rl.rlim_max;
+    if (want <= rl.rlim_cur)
+        return;
+    rlim_t before = rl.rlim_cur;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        log_info("open files limit raised from %llu to %llu", (unsigned long long)before,
+                 (unsigned long long)want);
+    else
+        log_warn("cannot raise the open files limit from %llu: %s", (unsigned long long)before,
+                 strerror(errno));
+}
 
 int main(int argc, char **argv)
 {
@@ -40,8 +62,9 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
 
     uint64_t t0 = clock_mono_ms();
-    log_info("coyoted 0.1.0 starting (pid %d)", (int)getpid());
+    log_info("coyoted %s starting (pid %d)", COYOTE_VERSION, (int)getpid());
     config_log(&cfg);
+    raise_fd_limit();
     if (!cfg.admin_token[0])
         log_warn("no --admin-token: the API is open to anyone who can reach %s", cfg.listen);
 

@@ -1484,6 +1484,35 @@ def config_line(extra=(), env=None, ini=None):
 
 
 @test
+def open_files_limit_raised():
+    """Each connection is a file descriptor: coyoted raises its soft limit to the hard one, so
+    the usual soft default of 1024 does not refuse the 1025th client."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        return  # nothing to raise here
+    d = tempfile.mkdtemp(prefix="fd-", dir=TMP_ROOT)
+
+    def low():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    proc = subprocess.Popen([COYOTED, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(d, "data")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=low)
+    try:
+        for raw in proc.stderr:
+            if b"coyoted ready" in raw:
+                break
+        with open("/proc/%d/limits" % proc.pid) as f:
+            line = [x for x in f if x.startswith("Max open files")][0].split()
+        want = min(hard, 1048576) if hard != resource.RLIM_INFINITY else 1048576
+        eq(int(line[3]), want, "soft open files limit of coyoted started with 256")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@test
 def configuration_precedence_and_help():
     """Flags override COYOTE_* variables, which override the INI file; an empty variable is
     unset; --help and --version answer even when a variable or the file is bad."""
