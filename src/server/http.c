@@ -577,6 +577,10 @@ static uint64_t service_parked(struct server *s, unsigned *resumed)
                 memo[n_memo++] = r; /* it just found nothing */
         }
     }
+    /* What this round's receives changed (a dead-letter copy into another
+     * topic, say) is the next round's: run it now, not at the next event. */
+    if (broker_change_seq(s->b) != s->seen_seq)
+        return now;
     return s->polls_next;
 }
 
