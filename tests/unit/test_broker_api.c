@@ -2701,6 +2701,84 @@ static void test_available_and_wakeup(void **state)
 /* BUG: a delayed message is not available to a queue/FIFO receive before
  * its scheduled_at (API.md §5, §9); broker_available must not count it, and
  * the long poll must wake at scheduled_at. */
+/* Collects the slots broker_changed_topics reports. */
+struct slots_seen {
+    void **slot[8];
+    int n;
+};
+
+static void note_slot(void *arg, void **slot)
+{
+    struct slots_seen *s = arg;
+    if (s->n < 8)
+        s->slot[s->n++] = slot;
+}
+
+/*
+ * Long-poll watches (broker.h): a watch sees its own topic's changes (publish,
+ * ack, configure, a DLQ copy made by another topic's nack) and the ones that
+ * concern every topic (the test clock), not other topics'; the changed-topic
+ * list names each changed topic once per round, by the slot its watch has.
+ */
+static void test_watch_and_changed_topics(void **state)
+{
+    struct broker *b = FB(state);
+    pub1(b, "wa", "x");
+    pub1(b, "wb", "x");
+    expect_ok(qconf(b, BROKER_QUEUE, "wb", "g", NULL, 0, "wa", 0));
+    struct slots_seen seen = {0};
+    broker_changed_topics(b, note_slot, &seen); /* forget what came before */
+    struct broker_receive_req qa = rreq(DEF, "wa", "g", 10, 0), qb = rreq(DEF, "wb", "g", 10, 0);
+    struct broker_watch wa, wb, none;
+    broker_watch_init(b, &qa, &wa);
+    broker_watch_init(b, &qb, &wb);
+    struct broker_receive_req qn = rreq(DEF, "never-made", "g", 10, 0);
+    broker_watch_init(b, &qn, &none);
+    assert_true(broker_watch_changed(b, &none)); /* no topic: always worth a try */
+    assert_null(broker_watch_slot(b, &none));
+    void **sa = broker_watch_slot(b, &wa), **sb = broker_watch_slot(b, &wb);
+    assert_non_null(sa);
+    assert_true(sa != sb);
+    assert_false(broker_watch_changed(b, &wa));
+
+    pub1(b, "wb", "y");
+    pub1(b, "wb", "z");
+    assert_false(broker_watch_changed(b, &wa)); /* another topic's publish */
+    assert_true(broker_watch_changed(b, &wb));
+    seen.n = 0;
+    broker_changed_topics(b, note_slot, &seen);
+    assert_int_equal(seen.n, 1); /* wb, once for two publishes */
+    assert_true(seen.slot[0] == sb);
+    seen.n = 0;
+    broker_changed_topics(b, note_slot, &seen);
+    assert_int_equal(seen.n, 0); /* reported, then forgotten */
+
+    /* a nack on wb (no retry left) copies into wa: both change */
+    broker_watch_init(b, &qb, &wb);
+    expect_ok(qrecv(b, BROKER_QUEUE, "wb", "g", 1, 0));
+    assert_int_equal(NG, 1);
+    broker_watch_init(b, &qa, &wa);
+    broker_watch_init(b, &qb, &wb);
+    seen.n = 0;
+    broker_changed_topics(b, note_slot, &seen);
+    struct broker_msg_id id = ID(G[0].partition, G[0].offset);
+    expect_ok(qnack(b, BROKER_QUEUE, "wb", "g", &id, 1));
+    assert_true(broker_watch_changed(b, &wa));
+    assert_true(broker_watch_changed(b, &wb));
+    seen.n = 0;
+    broker_changed_topics(b, note_slot, &seen);
+    assert_int_equal(seen.n, 2);
+    assert_true((seen.slot[0] == sa && seen.slot[1] == sb) ||
+                (seen.slot[0] == sb && seen.slot[1] == sa));
+
+    /* the test clock concerns every topic */
+    broker_watch_init(b, &qa, &wa);
+    broker_watch_init(b, &qb, &wb);
+    advance(b, 1000);
+    assert_true(broker_watch_changed(b, &wa));
+    assert_true(broker_watch_changed(b, &wb));
+}
+
 static void test_available_delayed_message(void **state)
 {
     struct broker *b = FB(state);
@@ -3315,6 +3393,7 @@ int main(void)
         T(test_group_get_and_list),
         T(test_available_and_wakeup),
         T(test_available_delayed_message),
+        T(test_watch_and_changed_topics),
         T(test_fifo_available_and_wakeup),
         T(test_change_seq),
         T(test_fsync_always),
