@@ -282,8 +282,8 @@ void out_part_topic(struct out *o, struct bstr name, uint32_t p)
         return;
     }
     memcpy(tmp, name.p, name.n);
-    int k = snprintf(tmp + name.n, sizeof tmp - name.n, "~%" PRIu32, p);
-    out_str(o, tmp, name.n + (size_t)k);
+    tmp[name.n] = '~';
+    out_str(o, tmp, name.n + 1 + codec_u64_dec(tmp + name.n + 1, p));
 }
 
 void out_key_n(struct req *r, const char *p, size_t n)

@@ -110,23 +110,38 @@ static int decode_headers(struct req *r, const struct val *v, const char *loc,
     return 0;
 }
 
+/* "msgs[<i>]<suffix>" into loc (64 bytes). Every message of a publish needs
+ * two or three of these whether or not it is bad: no printf machinery. */
+static const char *msg_loc(char *loc, size_t i, const char *suffix)
+{
+    memcpy(loc, "msgs[", 5);
+    size_t k = 5 + codec_u64_dec(loc + 5, i);
+    loc[k++] = ']';
+    size_t sl = strlen(suffix);
+    if (sl > 64 - 1 - k)
+        sl = 64 - 1 - k;
+    memcpy(loc + k, suffix, sl);
+    loc[k + sl] = '\0';
+    return loc;
+}
+
 static int decode_msg(struct req *r, const struct val *v, size_t i, struct broker_msg_in *m)
 {
     char loc[64];
     memset(m, 0, sizeof *m);
-    snprintf(loc, sizeof loc, "msgs[%zu]", i);
+    msg_loc(loc, i, "");
     if (v->type != VAL_MAP)
         return req_bad(r, loc, "'%s' must be an object, not %s.", loc, req_type_name(v->type));
 
     const struct val *f = req_field(v, "value");
-    snprintf(loc, sizeof loc, "msgs[%zu].value", i);
+    msg_loc(loc, i, ".value");
     if (!f)
         return req_bad(r, loc, "'%s' is required.", loc);
     if (decode_bytes(r, f, loc, &m->value, &m->value_len))
         return -1;
 
     if ((f = req_field(v, "headers"))) {
-        snprintf(loc, sizeof loc, "msgs[%zu].headers", i);
+        msg_loc(loc, i, ".headers");
         if (decode_headers(r, f, loc, m))
             return -1;
     }
@@ -134,14 +149,14 @@ static int decode_msg(struct req *r, const struct val *v, size_t i, struct broke
     /* key, or its alias group_key: both given must agree. */
     const struct val *key = req_field(v, "key"), *gkey = req_field(v, "group_key");
     if (key) {
-        snprintf(loc, sizeof loc, "msgs[%zu].key", i);
+        msg_loc(loc, i, ".key");
         if (req_str_at(r, key, loc, &m->key))
             return -1;
         m->has_key = true;
     }
     if (gkey) {
         struct bstr g;
-        snprintf(loc, sizeof loc, "msgs[%zu].group_key", i);
+        msg_loc(loc, i, ".group_key");
         if (req_str_at(r, gkey, loc, &g))
             return -1;
         if (m->has_key && (g.n != m->key.n || memcmp(g.p, m->key.p, g.n) != 0))
@@ -153,7 +168,7 @@ static int decode_msg(struct req *r, const struct val *v, size_t i, struct broke
     }
 
     if ((f = req_field(v, "delay_ms"))) {
-        snprintf(loc, sizeof loc, "msgs[%zu].delay_ms", i);
+        msg_loc(loc, i, ".delay_ms");
         if (req_u64_at(r, f, loc, UINT64_MAX, &m->delay_ms)) /* the broker bounds it */
             return -1;
         m->has_delay = true;
@@ -304,9 +319,11 @@ static void write_msgs(struct req *r, enum broker_mode mode, const struct recv_a
             out_part_topic(o, a->q.topic.name, m->partition);
         } else {
             char id[48];
-            int k = snprintf(id, sizeof id, "%" PRIu32 ":%" PRIu64, m->partition, m->offset);
+            size_t k = codec_u64_dec(id, m->partition);
+            id[k++] = ':';
+            k += codec_u64_dec(id + k, m->offset);
             out_key(o, "msg_id");
-            out_str(o, id, (size_t)k);
+            out_str(o, id, k);
         }
         out_key(o, "value");
         out_bytes(o, m->value, m->value_len, a->enc);

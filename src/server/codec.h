@@ -138,6 +138,10 @@ enum codec_format codec_negotiate(const char *accept, enum codec_format request_
 
 /* ---- the response writer ------------------------------------------------------------ */
 
+/* v in decimal at out (room for 20 characters; no NUL); returns the length.
+ * The hot paths' number formatting (no printf machinery). */
+size_t codec_u64_dec(char *out, uint64_t v);
+
 enum value_encoding { VALUE_DEFAULT, VALUE_UTF8, VALUE_BASE64 };
 
 struct out_frame {

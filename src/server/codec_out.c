@@ -283,14 +283,25 @@ void out_cstr(struct out *o, const char *s)
     out_str(o, s, strlen(s));
 }
 
+size_t codec_u64_dec(char *out, uint64_t v)
+{
+    char rev[20];
+    size_t n = 0;
+    do
+        rev[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    for (size_t k = 0; k < n; k++)
+        out[k] = rev[n - 1 - k];
+    return n;
+}
+
 void out_u64(struct out *o, uint64_t v)
 {
     if (!begin_value(o))
         return;
     if (o->fmt == FORMAT_JSON) {
-        char tmp[24];
-        int n = snprintf(tmp, sizeof tmp, "%" PRIu64, v);
-        buf_put(&o->buf, tmp, (size_t)n);
+        char tmp[20];
+        buf_put(&o->buf, tmp, codec_u64_dec(tmp, v));
     } else if (v <= 0x7F) {
         buf_put_u8(&o->buf, (uint8_t)v);
     } else if (v <= 0xFF) {
@@ -314,9 +325,10 @@ void out_i64(struct out *o, int64_t v)
     if (!begin_value(o))
         return;
     if (o->fmt == FORMAT_JSON) {
-        char tmp[24];
-        int n = snprintf(tmp, sizeof tmp, "%" PRId64, v);
-        buf_put(&o->buf, tmp, (size_t)n);
+        char tmp[21];
+        tmp[0] = '-';
+        /* |v| as u64: correct for INT64_MIN too */
+        buf_put(&o->buf, tmp, 1 + codec_u64_dec(tmp + 1, (uint64_t)0 - (uint64_t)v));
     } else if (v >= -32) {
         buf_put_u8(&o->buf, (uint8_t)(int8_t)v);
     } else if (v >= INT8_MIN) {

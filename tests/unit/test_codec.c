@@ -1462,6 +1462,13 @@ static void test_writer_exact(void **state)
     out_u64(&o, UINT64_MAX);
     assert_out(&o, "18446744073709551615", 20);
     out_init(&o, FORMAT_JSON);
+    out_array(&o, 4);
+    out_u64(&o, 0);
+    out_u64(&o, 10);
+    out_i64(&o, -10);
+    out_u64(&o, 1000000007);
+    assert_out(&o, "[0,10,-10,1000000007]", 21);
+    out_init(&o, FORMAT_JSON);
     out_array(&o, 0);
     assert_out(&o, "[]", 2);
     out_init(&o, FORMAT_JSON);
