@@ -330,3 +330,25 @@ int fo_mkdirs(const struct fileops *fo, const char *path)
     free(copy);
     return r;
 }
+
+int fo_parse_name(const char *name, int digits, unsigned radix, const char *suffix, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < digits; i++) {
+        char c = name[i];
+        unsigned d;
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (radix == 16 && c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else
+            return 0; /* the NUL of a short name too */
+        if (x > (UINT64_MAX - d) / radix)
+            return 0;
+        x = x * radix + d;
+    }
+    if (strcmp(name + digits, suffix) != 0)
+        return 0;
+    *v = x;
+    return 1;
+}

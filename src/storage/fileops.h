@@ -71,5 +71,10 @@ int fo_read_file(const struct fileops *fo, const char *path, size_t max_len, uin
                  size_t *out_len);
 /* mkdir -p for a path whose components the storage code built. */
 int fo_mkdirs(const struct fileops *fo, const char *path);
+/* The storage's file names: exactly `digits` digits in `radix` (10, or 16 in
+ * lowercase), then `suffix`, then nothing. 1 and *v on a match; 0 otherwise,
+ * also for a number past UINT64_MAX. (Segments and snapshots: 20 decimal
+ * digits; indexes: 16 hex digits.) */
+int fo_parse_name(const char *name, int digits, unsigned radix, const char *suffix, uint64_t *v);
 
 #endif

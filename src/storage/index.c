@@ -112,27 +112,6 @@ static const char *make_path(const struct index_set *set, char *out, uint64_t id
     return out;
 }
 
-/* 1 and *id if name is exactly "<16 lowercase hex>.idx" + suffix, else 0. */
-static int parse_name(const char *name, const char *suffix, uint64_t *id)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 16; i++) {
-        char c = name[i];
-        unsigned d;
-        if (c >= '0' && c <= '9')
-            d = (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            d = (unsigned)(c - 'a' + 10);
-        else
-            return 0;
-        v = (v << 4) | d;
-    }
-    if (strncmp(name + 16, ".idx", 4) != 0 || strcmp(name + 20, suffix) != 0)
-        return 0;
-    *id = v;
-    return 1;
-}
-
 /* --- encoding ------------------------------------------------------------- */
 
 static void header_encode(uint8_t *p, uint64_t id, uint64_t base)
@@ -462,14 +441,14 @@ static int load(struct index *ix)
 struct name_list {
     uint64_t *ids;
     size_t n, cap;
-    const char *suffix;
+    char suffix[16]; /* ".idx" + the caller's suffix */
 };
 
 static int collect_name(void *arg, const char *name)
 {
     struct name_list *l = arg;
     uint64_t id;
-    if (strlen(name) != INDEX_NAME_LEN + strlen(l->suffix) || !parse_name(name, l->suffix, &id))
+    if (!fo_parse_name(name, 16, 16, l->suffix, &id))
         return 0;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
@@ -488,7 +467,7 @@ static int collect_name(void *arg, const char *name)
 static int list_ids(struct index_set *set, const char *suffix, struct name_list *l)
 {
     memset(l, 0, sizeof *l);
-    l->suffix = suffix;
+    snprintf(l->suffix, sizeof l->suffix, ".idx%s", suffix);
     int rc = set->fo->list_dir(set->fo->ctx, set->dir, collect_name, l);
     if (rc < 0) {
         free(l->ids);

@@ -855,18 +855,9 @@ struct listing {
 static int list_cb(void *arg, const char *name)
 {
     struct listing *l = arg;
-    size_t len = strlen(name);
-    if (len != 24 || strcmp(name + 20, ".seg") != 0)
+    uint64_t v;
+    if (!fo_parse_name(name, 20, 10, ".seg", &v))
         return 0;
-    uint64_t v = 0;
-    for (int i = 0; i < 20; i++) {
-        if (name[i] < '0' || name[i] > '9')
-            return 0;
-        uint64_t d = (uint64_t)(name[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
         uint64_t *nb = realloc(l->bases, cap * sizeof *nb);

@@ -152,26 +152,6 @@ int snapshot_decode(const uint8_t *data, size_t len, struct snapshot *out)
 
 /* ---- names ------------------------------------------------------------------ */
 
-/* Parse exactly 20 digits followed by `suffix` (and nothing else) into *pos.
- * 1 on a match, 0 otherwise (including a number past UINT64_MAX). */
-static int parse_name(const char *name, const char *suffix, uint64_t *pos)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < SNAP_DIGITS; i++) {
-        char c = name[i];
-        if (c < '0' || c > '9')
-            return 0;
-        unsigned d = (unsigned)(c - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    if (strcmp(name + SNAP_DIGITS, suffix) != 0)
-        return 0;
-    *pos = v;
-    return 1;
-}
-
 static void format_name(char *name, uint64_t pos, const char *suffix)
 {
     snprintf(name, SNAP_NAME_MAX, "%020" PRIu64 "%s", pos, suffix);
@@ -212,9 +192,9 @@ static int scan_entry(void *arg, const char *name)
 {
     struct scan *s = arg;
     uint64_t pos;
-    if (parse_name(name, SNAP_SUFFIX, &pos))
+    if (fo_parse_name(name, SNAP_DIGITS, 10, SNAP_SUFFIX, &pos))
         return push_pos(&s->snaps, &s->n_snaps, &s->cap_snaps, pos);
-    if (parse_name(name, SNAP_TMP_SUFFIX, &pos))
+    if (fo_parse_name(name, SNAP_DIGITS, 10, SNAP_TMP_SUFFIX, &pos))
         return push_pos(&s->tmps, &s->n_tmps, &s->cap_tmps, pos);
     return 0;
 }

@@ -318,46 +318,6 @@ static void names_free(struct names *l)
     memset(l, 0, sizeof *l);
 }
 
-/* "<digits decimal digits><suffix>" exactly; 1 and *v, else 0. */
-static int parse_decimal_name(const char *name, int digits, const char *suffix, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < digits; i++) {
-        char c = name[i];
-        if (c < '0' || c > '9')
-            return 0;
-        uint64_t d = (uint64_t)(c - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    if (strcmp(name + digits, suffix) != 0)
-        return 0;
-    *out = v;
-    return 1;
-}
-
-/* "<16 lowercase hex digits><suffix>" exactly. */
-static int parse_hex_name(const char *name, const char *suffix, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 16; i++) {
-        char c = name[i];
-        unsigned d;
-        if (c >= '0' && c <= '9')
-            d = (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            d = (unsigned)(c - 'a' + 10);
-        else
-            return 0;
-        v = (v << 4) | d;
-    }
-    if (strcmp(name + 16, suffix) != 0)
-        return 0;
-    *out = v;
-    return 1;
-}
-
 /* Read a whole file; 0 or a negative code (reported by the caller). */
 static int read_file(const char *path, uint8_t **data, size_t *len)
 {
@@ -508,11 +468,11 @@ static void load_snapshots(struct store_check *sc)
     sc->snaps = xcalloc(l.n, sizeof *sc->snaps);
     for (size_t i = 0; i < l.n; i++) {
         uint64_t pos;
-        if (strlen(l.v[i]) == 25 && parse_decimal_name(l.v[i], 20, ".snap", &pos)) {
+        if (fo_parse_name(l.v[i], 20, 10, ".snap", &pos)) {
             struct snap *s = &sc->snaps[sc->n_snaps++];
             s->name_pos = pos;
             s->path = path_join(sc->sdir, l.v[i]);
-        } else if (strlen(l.v[i]) == 29 && parse_decimal_name(l.v[i], 20, ".snap.tmp", &pos)) {
+        } else if (fo_parse_name(l.v[i], 20, 10, ".snap.tmp", &pos)) {
             note(sc, "  note: %s/%s: unfinished checkpoint; the next checkpoint deletes it",
                  sc->sdir, l.v[i]);
         }
@@ -595,10 +555,9 @@ static void load_indexes(struct store_check *sc)
     }
     for (size_t i = 0; i < l.n; i++) {
         uint64_t id;
-        size_t len = strlen(l.v[i]);
-        if (len == 20 && parse_hex_name(l.v[i], ".idx", &id))
+        if (fo_parse_name(l.v[i], 16, 16, ".idx", &id))
             load_index(sc, id, l.v[i]);
-        else if (len == 24 && parse_hex_name(l.v[i], ".idx.tmp", &id))
+        else if (fo_parse_name(l.v[i], 16, 16, ".idx.tmp", &id))
             note(sc, "  note: %s/%s: left by an interrupted rewrite; recovery deletes it", sc->idir,
                  l.v[i]);
     }
@@ -676,7 +635,7 @@ static void check_seg_headers(struct store_check *sc)
     sc->segs = xcalloc(l.n, sizeof *sc->segs);
     for (size_t i = 0; i < l.n; i++) {
         uint64_t base;
-        if (strlen(l.v[i]) == 24 && parse_decimal_name(l.v[i], 20, ".seg", &base)) {
+        if (fo_parse_name(l.v[i], 20, 10, ".seg", &base)) {
             struct seg *s = &sc->segs[sc->n_segs++];
             s->base = base;
             s->path = path_join(sc->jdir, l.v[i]);

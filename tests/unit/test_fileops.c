@@ -149,6 +149,37 @@ static void test_writeback(void **state)
     fo->close(fo->ctx, fd);
 }
 
+static void test_parse_name(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int digits;
+        unsigned radix;
+        const char *suffix;
+        int ok;
+        uint64_t v;
+    } cases[] = {
+        {"00000000000000000042.seg", 20, 10, ".seg", 1, 42},
+        {"18446744073709551615.snap", 20, 10, ".snap", 1, UINT64_MAX},
+        {"18446744073709551616.snap", 20, 10, ".snap", 0, 0}, /* past UINT64_MAX */
+        {"0000000000000000042.seg", 20, 10, ".seg", 0, 0},    /* one digit short */
+        {"00000000000000000042.seg.x", 20, 10, ".seg", 0, 0}, /* trailing bytes */
+        {"00000000000000000042.snap.tmp", 20, 10, ".snap.tmp", 1, 42},
+        {"000000000000004a.idx", 16, 16, ".idx", 1, 0x4a},
+        {"ffffffffffffffff.idx.tmp", 16, 16, ".idx.tmp", 1, UINT64_MAX},
+        {"000000000000004A.idx", 16, 16, ".idx", 0, 0}, /* lowercase only */
+        {"000000000000004a.idx", 16, 10, ".idx", 0, 0}, /* not decimal */
+        {"", 20, 10, ".seg", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t v = 7;
+        int ok = fo_parse_name(cases[i].name, cases[i].digits, cases[i].radix, cases[i].suffix, &v);
+        if (ok != cases[i].ok || (ok && v != cases[i].v))
+            fail_msg("case %zu (%s): %d %llu", i, cases[i].name, ok, (unsigned long long)v);
+    }
+}
+
 static void test_rename_unlink_mkdir_sync_dir(void **state)
 {
     struct fixture *f = *state;
@@ -332,6 +363,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_write_read_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallocate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writeback, setup, teardown),
+        cmocka_unit_test(test_parse_name),
         cmocka_unit_test_setup_teardown(test_rename_unlink_mkdir_sync_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
