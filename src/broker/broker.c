@@ -271,6 +271,16 @@ static void put_ns_config(struct buf *out, const struct broker_retention *ret, u
     buf_put_u64(out, updated);
 }
 
+void cmd_touch(struct broker_ns *ns, const uint8_t *body, size_t len)
+{
+    if (len < 1 || body[0] == CMD_TOPIC_CREATE)
+        return; /* nobody waits on a topic before it exists */
+    if (body[0] == CMD_NS_CONFIG)
+        ns->b->global_seq++;
+    else if (len >= 5) /* every other command names its topic first */
+        topic_changed(ns, le_get32(body + 1));
+}
+
 /* Apply one command body (cmd byte first). */
 static int ns_apply_cmd(struct broker_ns *ns, const uint8_t *body, size_t len)
 {
@@ -297,10 +307,7 @@ static int ns_apply_cmd(struct broker_ns *ns, const uint8_t *body, size_t len)
     if (!rc && (r.err || reader_left(&r)))
         rc = CY_ECORRUPT;
     ns->b->change_seq++;
-    if (cmd == CMD_NS_CONFIG)
-        ns->b->global_seq++;
-    else if (cmd != CMD_TOPIC_CREATE && len >= 5) /* the others name their topic first */
-        topic_changed(ns, le_get32(body + 1));
+    cmd_touch(ns, body, len);
     return rc;
 }
 

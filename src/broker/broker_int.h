@@ -143,6 +143,9 @@ int broker_reserve_outs(struct broker *b, size_t n);
 
 /* ---- topic.c ---- */
 struct topic *topic_find(struct broker_ns *ns, struct bstr name);
+/* A command body (cmd byte first) was applied: touch what it changed, its
+ * topic or (a namespace's configuration) every topic, for the long polls. */
+void cmd_touch(struct broker_ns *ns, const uint8_t *body, size_t len);
 /* A command changed the topic (wakes the long polls that watch it). */
 void topic_touch(struct topic *t);
 void topic_changed(struct broker_ns *ns, uint32_t topic_id);

@@ -234,13 +234,6 @@ static int existing_topic(struct broker_ns *ns, struct bstr name, struct topic *
     return 0;
 }
 
-/* API.md §7: an empty msg_ids answers {} at once — the topic need not exist
- * (its name must still be one). */
-static int empty_ids(struct bstr name, struct broker_error *err)
-{
-    struct broker_topic_ref ref;
-    return broker_parse_topic_ref(name, "topic", &ref, err) ? CY_EINVAL : 0;
-}
 
 /* A group to plan with: the real one, or a fresh one the record will create. */
 static struct group *plan_group(struct topic *t, enum broker_mode mode, struct bstr name,
@@ -412,6 +405,20 @@ static int check_ids(struct topic *t, const struct broker_ids_req *req, struct b
     return 0;
 }
 
+/* The topic of an ack, nack or extend, its ids checked against it. With an
+ * empty msg_ids, *t is NULL: API.md §7 answers {} at once, and the topic need
+ * not exist (its name must still be one). */
+static int ids_topic(struct broker_ns *ns, const struct broker_ids_req *req, struct topic **t,
+                     struct broker_error *err)
+{
+    *t = NULL;
+    if (req->n_ids == 0) {
+        struct broker_topic_ref ref;
+        return broker_parse_topic_ref(req->topic, "topic", &ref, err) ? CY_EINVAL : 0;
+    }
+    return existing_topic(ns, req->topic, t, err) || check_ids(*t, req, err) ? CY_EINVAL : 0;
+}
+
 int broker_queue_ack(struct broker *b, enum broker_mode mode, const struct broker_ids_req *req,
                      struct broker_wait *wait, struct broker_error *err)
 {
@@ -420,10 +427,10 @@ int broker_queue_ack(struct broker *b, enum broker_mode mode, const struct broke
     wait->ns = NULL;
     if (resolve(b, req->ns, req->group, &ns, err))
         return CY_EINVAL;
-    if (req->n_ids == 0)
-        return empty_ids(req->topic, err);
-    if (existing_topic(ns, req->topic, &t, err) || check_ids(t, req, err))
+    if (ids_topic(ns, req, &t, err))
         return CY_EINVAL;
+    if (!t)
+        return 0;
     struct group *g = group_find(t, mode, req->group);
     if (!g)
         return 0; /* nothing was ever delivered to this group: acks are no-ops */
@@ -445,10 +452,10 @@ int broker_queue_nack(struct broker *b, enum broker_mode mode, const struct brok
     if (req->has_delay && req->delay_ms > b->lim.max_delay_ms)
         return berr(err, 422, "invalid_data", "delay_ms",
                     "delay_ms must be at most %" PRIu64 " (30 days).", b->lim.max_delay_ms);
-    if (req->n_ids == 0)
-        return empty_ids(req->topic, err);
-    if (existing_topic(ns, req->topic, &t, err) || check_ids(t, req, err))
+    if (ids_topic(ns, req, &t, err))
         return CY_EINVAL;
+    if (!t)
+        return 0;
     struct group *g = group_find(t, mode, req->group);
     if (!g)
         return 0;
@@ -498,10 +505,10 @@ int broker_queue_extend(struct broker *b, enum broker_mode mode, const struct br
     if (lease < 1 || lease > b->lim.max_lease_ms)
         return berr(err, 422, "invalid_data", "lease_duration_ms",
                     "lease_duration_ms must be between 1 and %" PRIu64 ".", b->lim.max_lease_ms);
-    if (req->n_ids == 0)
-        return empty_ids(req->topic, err);
-    if (existing_topic(ns, req->topic, &t, err) || check_ids(t, req, err))
+    if (ids_topic(ns, req, &t, err))
         return CY_EINVAL;
+    if (!t)
+        return 0;
     uint64_t now = broker_now(b);
     struct group *g = group_find(t, mode, req->group);
     if (!g)

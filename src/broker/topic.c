@@ -338,8 +338,7 @@ int topic_apply_publish(struct broker_ns *ns, const struct journal_record *rec, 
         topic_touch(a.t);
     }
     ns->b->change_seq++;
-    if (reader_left(extra) >= 5) /* the command names its topic first */
-        topic_changed(ns, le_get32(extra->p + extra->pos + 1));
+    cmd_touch(ns, extra->p + extra->pos, reader_left(extra));
     uint8_t cmd = rd_u8(extra);
     if (cmd == CMD_PUBLISH) {
         struct topic *t = ns_topic_by_id(ns, rd_u32(extra));
